@@ -65,7 +65,9 @@ class SystemRoot:
         try:
             return int(text.strip(), 0)
         except ValueError as exc:
-            raise SystemReadError(f"{system_path}: expected an integer, found {text.strip()!r}") from exc
+            raise SystemReadError(
+                f"{system_path}: expected an integer, found {text.strip()!r}"
+            ) from exc
 
     def listdir(self, system_path: str) -> list[str]:
         """Sorted entry names, or [] when the directory does not exist."""
