@@ -1,8 +1,8 @@
 """The one place where kdumpd touches system paths.
 
-Every read of ``/proc``, ``/sys``, ``/boot``, ``/etc`` and ``/var`` goes through a :class:`SystemRoot`.
-In production it is ``/``; tests lay out a whole machine under a temporary directory, and admins
-inspect a mounted image with ``--root DIR`` (or ``KDUMPD_ROOT``).
+Every read of ``/proc``, ``/sys``, ``/boot``, ``/etc`` and ``/var`` goes through a
+:class:`SystemRoot`. In production it is ``/``; tests lay out a whole machine under a
+temporary directory, and admins inspect a mounted image with ``--root DIR`` (or ``KDUMPD_ROOT``).
 """
 
 from __future__ import annotations

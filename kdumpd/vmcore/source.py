@@ -37,7 +37,7 @@ class DumpSource(Protocol):
         ...
 
     def present_bitmap(self) -> npt.NDArray[np.uint8]:
-        """Bitmap 1: one bit per pfn (bit i of byte j = pfn 8j+i) set where the input has the page."""
+        """Bitmap 1: one bit per pfn (bit i of byte j = pfn 8j+i), set where the input has it."""
         ...
 
     def read_pages(self, start_pfn: int, count: int) -> bytes | memoryview:

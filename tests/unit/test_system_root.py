@@ -18,7 +18,7 @@ def test_paths_are_mapped_under_the_root(tmp_path: Path) -> None:
 def test_read_int_names_the_file_on_garbage(tmp_path: Path) -> None:
     (tmp_path / "sys/kernel").mkdir(parents=True)
     (tmp_path / "sys/kernel/kexec_crash_size").write_text("lots\n")
-    with pytest.raises(SystemReadError, match="/sys/kernel/kexec_crash_size.*'lots'"):
+    with pytest.raises(SystemReadError, match=r"/sys/kernel/kexec_crash_size.*'lots'"):
         SystemRoot(tmp_path).read_int("/sys/kernel/kexec_crash_size")
 
 
