@@ -1,0 +1,336 @@
+"""An ELF64 x86_64 vmcore as a :class:`~kdumpd.vmcore.source.DumpSource`.
+
+Reads ``/proc/vmcore`` (or a copy of it) and QEMU ``dump-guest-memory`` ELF files. pyelftools
+parses the ELF header and program headers (it honours ``e_phoff``, which QEMU 7.2 sets to 192,
+and ``PN_XNUM``); notes and memory are read here.
+
+Physical addresses map to file offsets through the PT_LOADs, the first match in program-header
+order winning as in makedumpfile: on x86_64 the kernel-text PT_LOAD overlaps the direct map, and
+its pages must be neither counted nor read twice.
+"""
+
+from __future__ import annotations
+
+import bisect
+import io
+import itertools
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from elftools.elf.elffile import ELFFile
+
+from kdumpd.vmcore.errors import (
+    VmcoreError,
+    VmcoreFormatError,
+    VmcoreMachineError,
+    VmcoreTruncatedError,
+)
+from kdumpd.vmcore.notes import NT_PRSTATUS, parse_notes
+from kdumpd.vmcore.vmcoreinfo import Vmcoreinfo, parse_vmcoreinfo
+from kdumpd.vmcore.window import FileWindow
+
+# Notes of /proc/vmcore are a few KiB per CPU; this bound only stops garbage from allocating.
+MAX_NOTES_BYTES = 64 << 20
+DEFAULT_PAGE_SIZE = 4096
+MAX_PHYS_ADDR = 1 << 52  # x86_64 with 5-level paging
+_NO_OFFSET = (1 << 64) - 1  # QEMU's p_offset for ranges it did not save
+
+
+@dataclass(frozen=True)
+class LoadSegment:
+    """One PT_LOAD. ``offset`` is None when the segment has no file data (QEMU's -1)."""
+
+    paddr: int
+    vaddr: int
+    memsz: int
+    filesz: int
+    offset: int | None
+
+
+@dataclass(frozen=True)
+class _Extent:
+    """A disjoint physical range backed by the file, after first-match resolution."""
+
+    start: int
+    end: int
+    offset: int
+
+
+class ElfVmcore:
+    """Physical memory and notes of an ELF vmcore, read through bounded mmap windows."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        try:
+            self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise VmcoreError(f"{self.path}: cannot open: {exc.strerror}") from None
+        try:
+            self._file_size = os.fstat(self._fd).st_size
+            self._window = FileWindow(self._fd, self._file_size, self.path)
+            self.loads, note_ranges = self._read_headers()
+            self._notes_raw = b"".join(self._window.read(off, size) for off, size in note_ranges)
+            self.note_list = parse_notes(self._notes_raw, self.path)
+            info = next((n for n in self.note_list if n.name == "VMCOREINFO"), None)
+            self._vmcoreinfo_raw = None if info is None else info.desc
+            self.vmcoreinfo: Vmcoreinfo | None = (
+                None if info is None else parse_vmcoreinfo(info.desc, self.path)
+            )
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self._page_size = self.vmcoreinfo.page_size if self.vmcoreinfo else DEFAULT_PAGE_SIZE
+        self._extents = _resolve_extents(self.loads)
+        self._starts = [e.start for e in self._extents]
+        end = max((s.paddr + s.memsz for s in self.loads), default=0)
+        if end > MAX_PHYS_ADDR:
+            raise VmcoreFormatError(
+                f"{self.path}: a PT_LOAD ends at {end:#x}, beyond x86_64's 52-bit physical space"
+            )
+        self._max_mapnr = -(-end // self._page_size)
+
+    # -- DumpSource -----------------------------------------------------------------------------
+
+    @property
+    def page_size(self) -> int:
+        return self._page_size
+
+    @property
+    def max_mapnr(self) -> int:
+        return self._max_mapnr
+
+    @property
+    def notes(self) -> bytes:
+        return self._notes_raw
+
+    @property
+    def vmcoreinfo_raw(self) -> bytes | None:
+        return self._vmcoreinfo_raw
+
+    @property
+    def prstatus(self) -> list[bytes]:
+        """``struct elf_prstatus`` of each CPU that saved its registers, in note order."""
+        return [n.desc for n in self.note_list if n.name == "CORE" and n.type == NT_PRSTATUS]
+
+    def present_ranges(self) -> list[tuple[int, int]]:
+        """Bitmap 1 as sorted, merged ``[start_pfn, end_pfn)`` ranges.
+
+        A partial leading page of a PT_LOAD is present, a partial trailing one not
+        (makedumpfile's rule, which crash and drgn expect of a kdump-compressed file)."""
+        ps = self._page_size
+        spans = sorted((s.paddr // ps, (s.paddr + s.memsz) // ps) for s in self.loads)
+        merged: list[tuple[int, int]] = []
+        for lo, hi in spans:
+            if lo >= hi:
+                continue
+            if merged and lo <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
+            else:
+                merged.append((lo, hi))
+        return merged
+
+    def present_bitmap(self) -> npt.NDArray[np.uint8]:
+        bitmap = np.zeros((self._max_mapnr + 7) // 8, dtype=np.uint8)
+        for lo, hi in self.present_ranges():
+            set_bit_range(bitmap, lo, hi)
+        return bitmap
+
+    def original_pages(self) -> int:
+        """Pages summed over all PT_LOADs, as makedumpfile's "Original pages" counts them
+        (kernel text counted again beside the direct map)."""
+        ps = self._page_size
+        return sum((s.paddr + s.memsz) // ps - s.paddr // ps for s in self.loads)
+
+    def read_pages(self, start_pfn: int, count: int) -> bytes | memoryview:
+        return self._read(start_pfn * self._page_size, count * self._page_size, zero_copy=True)
+
+    def read_phys(self, paddr: int, size: int) -> bytes:
+        return bytes(self._read(paddr, size, zero_copy=False))
+
+    def is_backed(self, paddr: int) -> bool:
+        """Whether the byte at ``paddr`` has file data (makedumpfile's ``is_in_segs``)."""
+        i = bisect.bisect_right(self._starts, paddr) - 1
+        return i >= 0 and paddr < self._extents[i].end
+
+    def backed_extents(self) -> list[tuple[int, int]]:
+        """Disjoint sorted ``(start, end)`` physical ranges with file data."""
+        return [(e.start, e.end) for e in self._extents]
+
+    def close(self) -> None:
+        self._window.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> ElfVmcore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _read(self, paddr: int, size: int, zero_copy: bool) -> bytes | memoryview:
+        i = bisect.bisect_right(self._starts, paddr) - 1
+        if i >= 0:
+            ext = self._extents[i]
+            if paddr + size <= ext.end:
+                off = ext.offset + paddr - ext.start
+                if zero_copy:
+                    return self._window.view(off, size)
+                return self._window.read(off, size)
+        # Straddles extents or holes: assemble piecewise, zeros where the file has nothing.
+        out = bytearray(size)
+        end = paddr + size
+        i = max(i, 0)
+        while i < len(self._extents) and self._extents[i].start < end:
+            ext = self._extents[i]
+            lo, hi = max(paddr, ext.start), min(end, ext.end)
+            if lo < hi:
+                piece = self._window.read(ext.offset + lo - ext.start, hi - lo)
+                out[lo - paddr : hi - paddr] = piece
+            i += 1
+        return memoryview(out) if zero_copy else bytes(out)
+
+    def _read_headers(self) -> tuple[list[LoadSegment], list[tuple[int, int]]]:
+        head = self._window.read(0, min(64, self._file_size))
+        if len(head) < 4 or head[:4] != b"\x7fELF":
+            raise VmcoreFormatError(f"{self.path}: not an ELF file (no ELF magic)")
+        if len(head) < 64:
+            raise VmcoreTruncatedError(f"{self.path}: truncated inside the ELF header")
+        if head[4] != 2:
+            raise VmcoreFormatError(f"{self.path}: ELF class {head[4]} is not ELF64")
+        if head[5] != 1:
+            raise VmcoreFormatError(f"{self.path}: not a little-endian ELF file")
+        try:
+            elf = ELFFile(io.BufferedReader(_Reader(self._window, self._file_size)))
+            header = elf.header
+            machine, etype = header["e_machine"], header["e_type"]
+            if machine != "EM_X86_64":
+                raise VmcoreMachineError(f"{self.path}: ELF machine {machine} is not x86_64")
+            if etype != "ET_CORE":
+                raise VmcoreFormatError(f"{self.path}: ELF type {etype} is not a core file")
+            phoff, phnum = header["e_phoff"], elf.num_segments()
+            if header["e_phentsize"] != 56:
+                raise VmcoreFormatError(
+                    f"{self.path}: e_phentsize {header['e_phentsize']} is not 56"
+                )
+            if phoff + phnum * 56 > self._file_size:
+                raise VmcoreTruncatedError(
+                    f"{self.path}: program headers end past the end of the file"
+                )
+            phdrs = [elf.get_segment(i).header for i in range(phnum)]
+        except VmcoreError:
+            raise
+        except Exception as exc:  # pyelftools raises ELFError, construct and struct errors
+            raise VmcoreFormatError(f"{self.path}: bad ELF headers: {_first_line(exc)}") from None
+        return self._check_segments(phdrs)
+
+    def _check_segments(self, phdrs: list[Any]) -> tuple[list[LoadSegment], list[tuple[int, int]]]:
+        loads: list[LoadSegment] = []
+        note_ranges: list[tuple[int, int]] = []
+        note_bytes = 0
+        for index, ph in enumerate(phdrs):
+            ptype, offset, filesz = ph["p_type"], ph["p_offset"], ph["p_filesz"]
+            if ptype not in ("PT_LOAD", "PT_NOTE"):
+                continue
+            if ptype == "PT_LOAD" and (offset == _NO_OFFSET or filesz == 0):
+                loads.append(LoadSegment(ph["p_paddr"], ph["p_vaddr"], ph["p_memsz"], 0, None))
+                continue
+            if offset + filesz > self._file_size:
+                raise VmcoreTruncatedError(
+                    f"{self.path}: is truncated: program header {index} ({ptype}) needs "
+                    f"{offset + filesz} bytes, the file has {self._file_size}"
+                )
+            if ptype == "PT_NOTE":
+                note_bytes += filesz
+                if note_bytes > MAX_NOTES_BYTES:
+                    raise VmcoreFormatError(f"{self.path}: PT_NOTE segments exceed 64 MiB")
+                note_ranges.append((offset, filesz))
+                continue
+            memsz = ph["p_memsz"]
+            if filesz > memsz:
+                raise VmcoreFormatError(
+                    f"{self.path}: program header {index}: p_filesz {filesz} > p_memsz {memsz}"
+                )
+            loads.append(LoadSegment(ph["p_paddr"], ph["p_vaddr"], memsz, filesz, offset))
+        if not loads:
+            raise VmcoreFormatError(f"{self.path}: no PT_LOAD segment: not a vmcore")
+        return loads, note_ranges
+
+
+def set_bit_range(bitmap: npt.NDArray[np.uint8], lo: int, hi: int) -> None:
+    """Set bits ``[lo, hi)`` of a packed little-endian bitmap (bit i of byte j = 8j+i)."""
+    if lo >= hi:
+        return
+    first, last = lo >> 3, (hi - 1) >> 3
+    if first == last:
+        bitmap[first] |= ((1 << (hi - lo)) - 1) << (lo & 7)
+        return
+    bitmap[first] |= (0xFF << (lo & 7)) & 0xFF
+    bitmap[first + 1 : last] = 0xFF
+    bitmap[last] |= (1 << (((hi - 1) & 7) + 1)) - 1
+
+
+def _resolve_extents(loads: list[LoadSegment]) -> list[_Extent]:
+    """Disjoint, sorted file-backed extents; where PT_LOADs overlap the earlier one wins."""
+    backed = [s for s in loads if s.offset is not None and s.filesz > 0]
+    ordered = sorted(backed, key=lambda s: s.paddr)
+    if all(a.paddr + a.filesz <= b.paddr for a, b in itertools.pairwise(ordered)):
+        return [_Extent(s.paddr, s.paddr + s.filesz, s.offset or 0) for s in ordered]
+    # Overlaps (the kernel-text PT_LOAD): keep only what earlier segments do not cover.
+    extents: list[_Extent] = []
+    for seg in backed:
+        hi, base = seg.paddr + seg.filesz, seg.offset or 0
+        starts = [e.start for e in extents]
+        i = bisect.bisect_right(starts, seg.paddr)
+        cur = seg.paddr
+        if i > 0:
+            cur = max(cur, extents[i - 1].end)
+        pieces: list[_Extent] = []
+        while cur < hi:
+            nxt = extents[i].start if i < len(extents) else hi
+            if nxt > cur:
+                pieces.append(_Extent(cur, min(nxt, hi), base + cur - seg.paddr))
+            if i >= len(extents):
+                break
+            cur = max(cur, extents[i].end)
+            i += 1
+        extents = sorted(extents + pieces, key=lambda e: e.start)
+    return extents
+
+
+class _Reader(io.RawIOBase):
+    """A seekable file over the window, so pyelftools never reads the whole vmcore."""
+
+    def __init__(self, window: FileWindow, size: int) -> None:
+        super().__init__()
+        self._window, self._size, self._pos = window, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def readinto(self, buf: Any) -> int:
+        n = max(0, min(len(buf), self._size - self._pos))
+        buf[:n] = self._window.read(self._pos, n)
+        self._pos += n
+        return n
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:120] if text else type(exc).__name__
