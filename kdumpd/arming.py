@@ -21,7 +21,9 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from kdumpd.errors import SystemReadError
+from kdumpd.capture_kernel import capture_cmdline, locate_capture_kernel
+from kdumpd.config import Config
+from kdumpd.errors import ConfigError, SystemReadError
 from kdumpd.kexec import (
     KEXEC_BINARY,
     METHOD_FILE_LOAD,
@@ -54,6 +56,9 @@ CRASH_HOTPLUG = (
     "/sys/devices/system/memory/crash_hotplug",
 )
 LOCK_TIMEOUT = 30.0
+# Not a kdump-tools variable: kdump-tools always sets panic_on_oops=1. kdumpd reads it from the
+# same file ("0" leaves the sysctl alone) for machines where an oops must not take the box down.
+PANIC_ON_OOPS_VARIABLE = "KDUMP_PANIC_ON_OOPS"
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,30 @@ class ArmRecord:
     message: str = ""
     time: float = 0.0
     warnings: list[str] = field(default_factory=list)
+
+
+def panic_on_oops_wanted(config: Config) -> bool:
+    text = dict(config.unknown).get(PANIC_ON_OOPS_VARIABLE, "1")
+    if text not in ("0", "1"):
+        raise ConfigError(
+            f"{config.path}: {PANIC_ON_OOPS_VARIABLE}: expected 0 or 1, found {text!r}"
+        )
+    return text == "1"
+
+
+def running_release(root: SystemRoot) -> str:
+    """The running kernel's release, as the machine under ``root`` reports it."""
+    text = root.read_text("/proc/sys/kernel/osrelease")
+    return text.strip() if text else os.uname().release
+
+
+def plan_from_config(root: SystemRoot, config: Config) -> ArmPlan:
+    """What ``kdump-config load`` loads: the images kdump-tools would pick, the same cmdline."""
+    images = locate_capture_kernel(root, config, running_release(root))
+    cmdline = capture_cmdline((root.read_text("/proc/cmdline") or "").strip(), config)
+    return ArmPlan(
+        images.kernel, images.initrd, cmdline, config.kexec_args, panic_on_oops_wanted(config)
+    )
 
 
 def read_loaded(root: SystemRoot) -> bool | None:
