@@ -1,8 +1,336 @@
-"""Placeholder entry point replaced by the capture engine work (issue 3)."""
+"""``kdumpd-capture``: makedumpfile's command line on kdumpd's capture engine.
 
+    kdumpd-capture [-d LEVEL] [-z|-c|-l] [-E] [--threads N] VMCORE DUMPFILE
+    kdumpd-capture -F [-d LEVEL] [-z|-c|-l] [-E] VMCORE > STREAM
+    kdumpd-capture -R DUMPFILE < STREAM
+    kdumpd-capture --dump-dmesg VMCORE FILE
+    kdumpd-capture savecore …        (the capture-kernel orchestration)
+
+Exit codes: 0 success, 1 failure, 2 bad usage.  Errors are one line on stderr, never a traceback;
+an interrupted or failed dump is left marked incomplete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import signal
 import sys
+from collections.abc import Sequence
+from pathlib import PurePosixPath
+from types import FrameType
+from typing import NoReturn, TextIO
+
+from kdumpd.dumpfile.flat import reassemble
+from kdumpd.dumpfile.kdump_reader import KdumpSource, is_kdump
+from kdumpd.dumpfile.pages import popcount
+from kdumpd.dumpfile.pipeline import (
+    CaptureOptions,
+    CaptureReport,
+    capture_elf,
+    capture_kdump,
+)
+from kdumpd.dumpfile.progress import Progress
+from kdumpd.dumpfile.report import PageStats, format_report
+from kdumpd.dumpfile.select import select_pages
+from kdumpd.dumpfile.sink import DumpWriteError, FileSink, NullSink, Sink
+from kdumpd.errors import KdumpdError, UsageError
+from kdumpd.system import SystemRoot
+from kdumpd.vmcore.elf import ElfVmcore
+from kdumpd.vmcore.source import DumpSource
+
+PROG = "kdumpd-capture"
+MSG_PROGRESS, MSG_COMMON, MSG_ERROR, MSG_DEBUG, MSG_REPORT = 1, 2, 4, 8, 16
+_SYSTEM_PREFIXES = ("/proc/", "/sys/", "/boot/", "/etc/", "/var/")
 
 
-def main() -> int:
-    print("kdumpd-capture: not built yet", file=sys.stderr)
-    return 1
+class Interrupted(KdumpdError):
+    """SIGINT or SIGTERM arrived while capturing."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog=PROG,
+        description="Filter and compress a kernel crash dump (makedumpfile-compatible options).",
+    )
+    comp = p.add_mutually_exclusive_group()
+    comp.add_argument(
+        "-z",
+        dest="compression",
+        action="store_const",
+        const="zstd",
+        help="compress pages with zstd (the default)",
+    )
+    comp.add_argument(
+        "-c",
+        dest="compression",
+        action="store_const",
+        const="zlib",
+        help="compress pages with zlib",
+    )
+    comp.add_argument(
+        "-l", dest="compression", action="store_const", const="lzo", help="compress pages with lzo"
+    )
+    comp.add_argument(
+        "--no-compress",
+        dest="compression",
+        action="store_const",
+        const="none",
+        help="store pages uncompressed",
+    )
+    p.add_argument(
+        "-d",
+        dest="dump_level",
+        type=int,
+        default=31,
+        metavar="LEVEL",
+        help="dump level 0-31: 1 zero, 2 cache, 4 private cache, 8 user, 16 free pages",
+    )
+    p.add_argument("-E", dest="elf", action="store_true", help="write an ELF vmcore")
+    p.add_argument(
+        "-F", dest="flat", action="store_true", help="write the flattened format to standard output"
+    )
+    p.add_argument(
+        "-R",
+        dest="rearrange",
+        action="store_true",
+        help="rebuild DUMPFILE from a flattened stream on standard input",
+    )
+    p.add_argument("-f", dest="force", action="store_true", help="overwrite an existing DUMPFILE")
+    p.add_argument(
+        "--dump-dmesg",
+        action="store_true",
+        help="write the crashed kernel's log buffer of VMCORE to FILE",
+    )
+    p.add_argument(
+        "--threads",
+        "--num-threads",
+        dest="threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="compression threads (default: the CPUs available)",
+    )
+    p.add_argument("--show-stats", action="store_true", help="print the page report")
+    p.add_argument("--dry-run", action="store_true", help="do everything but write the dump")
+    p.add_argument(
+        "--message-level",
+        type=int,
+        default=7,
+        metavar="N",
+        help="bits: 1 progress, 2 messages, 4 errors, 8 debug, 16 report",
+    )
+    p.add_argument(
+        "--root",
+        default=None,
+        metavar="DIR",
+        help="read /proc, /sys … under DIR (also $KDUMPD_ROOT)",
+    )
+    p.add_argument("paths", nargs="*", metavar="VMCORE DUMPFILE")
+    return p
+
+
+def _check(args: argparse.Namespace) -> None:
+    if not 0 <= args.dump_level <= 31:
+        raise UsageError(f"-d {args.dump_level}: the dump level must be 0 to 31")
+    if not 0 <= args.message_level <= 31:
+        raise UsageError(f"--message-level {args.message_level}: must be 0 to 31")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads {args.threads}: must be at least 1")
+    counts: tuple[int, ...]
+    if args.rearrange:
+        counts, what = (1,), "-R DUMPFILE"
+    elif args.flat and not args.dump_dmesg:
+        counts, what = (1,), "-F VMCORE (the stream goes to standard output)"
+    elif args.dry_run:
+        counts, what = (1, 2), "VMCORE [DUMPFILE]"
+    else:
+        counts, what = (2,), "VMCORE FILE" if args.dump_dmesg else "VMCORE DUMPFILE"
+    if len(args.paths) not in counts:
+        raise UsageError(f"expected {what}, got {len(args.paths)} path(s)")
+
+
+def _system_path(root: SystemRoot, path: str) -> str:
+    """VMCORE names like /proc/vmcore are read under --root; other paths are taken as given."""
+    if path.startswith(_SYSTEM_PREFIXES):
+        return str(root.path(PurePosixPath(path)))
+    return path
+
+
+def open_source(path: str) -> DumpSource:
+    """An ELF vmcore or a kdump-compressed file, told apart by their first bytes."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as exc:
+        raise KdumpdError(f"{path}: cannot open: {exc.strerror}") from exc
+    if is_kdump(head):
+        return KdumpSource(path)
+    return ElfVmcore(path)
+
+
+def _open_output(path: str, force: bool) -> FileSink:
+    if not force and os.path.lexists(path):
+        raise UsageError(f"{path}: already exists (use -f to overwrite)")
+    return FileSink.create(path)
+
+
+class Console:
+    """makedumpfile's message levels; with -F stdout carries the dump, so messages go to stderr."""
+
+    def __init__(self, level: int, to_stderr: bool) -> None:
+        self.level = level
+        self.out: TextIO = sys.stderr if to_stderr else sys.stdout
+
+    def common(self, text: str) -> None:
+        if self.level & MSG_COMMON:
+            print(text, file=self.out, flush=True)
+
+    def report(self, text: str) -> None:
+        if self.level & MSG_REPORT:
+            print(text, file=self.out, end="", flush=True)
+
+    def progress(self, label: str) -> Progress:
+        return Progress(sys.stderr if self.level & MSG_PROGRESS else None, label)
+
+
+def run_capture(args: argparse.Namespace, root: SystemRoot, console: Console) -> None:
+    vmcore = _system_path(root, args.paths[0])
+    options = CaptureOptions(
+        dump_level=args.dump_level,
+        compression=args.compression or "zstd",
+        elf=args.elf,
+        threads=args.threads or len(os.sched_getaffinity(0)),
+    )
+    source = open_source(vmcore)
+    try:
+        selection = select_pages(source, options.dump_level, console.progress)
+        target = "STDOUT" if args.flat else (args.paths[1] if len(args.paths) > 1 else "")
+        sink: Sink
+        if args.dry_run:
+            sink = NullSink()
+        elif args.flat:
+            from kdumpd.dumpfile.flat import FlatSink
+
+            sink = FlatSink(sys.stdout.fileno())
+        else:
+            sink = _open_output(args.paths[1], args.force)
+        report: CaptureReport
+        if options.elf:
+            report = capture_elf(
+                source,
+                selection,
+                sink,
+                options,
+                console.progress("Copying data"),
+                console.progress("Excluding zero pages"),
+            )
+        else:
+            report = capture_kdump(
+                source, selection, sink, options, console.progress("Copying data")
+            )
+        if isinstance(sink, FileSink):
+            sink.close()
+        counts = dict(selection.counts, zero=report.zero_pages)
+        stats = PageStats(
+            original=(
+                source.original_pages()
+                if isinstance(source, ElfVmcore)
+                else popcount(selection.bitmap1)
+            ),
+            total=source.max_mapnr,
+            counts=counts,
+            write_bytes=report.bytes_written,
+            elf=options.elf,
+        )
+        console.report(format_report(stats))
+        if not args.dry_run:
+            console.common(f"\nThe dumpfile is saved to {target}.")
+    finally:
+        close = getattr(source, "close", None)
+        if callable(close):
+            close()
+
+
+def run_rearrange(args: argparse.Namespace, console: Console) -> None:
+    out = args.paths[0]
+    sink = _open_output(out, args.force)
+    try:
+        reassemble(sys.stdin.buffer, sink.fd, out)
+        sink.finish()
+    finally:
+        sink.close()
+    console.common(f"\nThe dumpfile is saved to {out}.")
+
+
+def run_dmesg(args: argparse.Namespace, root: SystemRoot, console: Console) -> None:
+    try:
+        printk = importlib.import_module("kdumpd.vmcore.printk")
+    except ModuleNotFoundError:
+        raise KdumpdError("--dump-dmesg: the dmesg extractor is not installed") from None
+    vmcore = _system_path(root, args.paths[0])
+    source = open_source(vmcore)
+    try:
+        printk.dump_dmesg(source, args.paths[1])
+    finally:
+        close = getattr(source, "close", None)
+        if callable(close):
+            close()
+    console.common(f"\nThe dmesg log is saved to {args.paths[1]}.")
+
+
+def _savecore(argv: Sequence[str]) -> int:
+    try:
+        module = importlib.import_module("kdumpd.cli.savecore")
+    except ModuleNotFoundError:
+        print(f"{PROG}: savecore: not available in this installation", file=sys.stderr)
+        return 1
+    result = module.main(list(argv))
+    return int(result or 0)
+
+
+def _on_signal(signum: int, _frame: FrameType | None) -> None:
+    raise Interrupted(f"interrupted by {signal.Signals(signum).name}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["savecore"]:
+        return _savecore(argv[1:])
+    console = Console(7, to_stderr=True)
+    try:
+        args = build_parser().parse_args(argv)
+        _check(args)
+        console = Console(
+            args.message_level | (MSG_REPORT if args.show_stats else 0),
+            to_stderr=args.flat or args.rearrange,
+        )
+        signal.signal(signal.SIGTERM, _on_signal)
+        signal.signal(signal.SIGINT, _on_signal)
+        root = SystemRoot.from_env(args.root)
+        if args.rearrange:
+            run_rearrange(args, console)
+        elif args.dump_dmesg:
+            run_dmesg(args, root, console)
+        else:
+            run_capture(args, root, console)
+    except KdumpdError as exc:
+        if console.level & MSG_ERROR:
+            print(f"{PROG}: {exc}", file=sys.stderr)
+        if isinstance(exc, DumpWriteError | Interrupted):
+            print(f"{PROG}: the dump is incomplete and marked so", file=sys.stderr)
+        return exc.exit_code
+    except MemoryError:
+        print(f"{PROG}: out of memory", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a bug must still not show a traceback to an admin at a console
+        print(f"{PROG}: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    console.common(f"\n{PROG} Completed.")
+    return 0

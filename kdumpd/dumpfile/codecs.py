@@ -1,0 +1,190 @@
+"""Page compression for kdump-compressed dumps: zstd (default), zlib, lzo, or none.
+
+Each codec turns a batch of pages into one blob per page, using as many cores as it is given
+where the library lets Python threads run without the GIL.  The flags are the page-descriptor and
+header ``status`` values of dump-formats.md §5.4; the blob formats are what crash, libkdumpfile
+and makedumpfile expect (zlib with its header, raw LZO1X-1, a standard zstd frame).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Final
+
+from kdumpd.errors import KdumpdError
+
+FLAG_ZLIB: Final = 0x01
+FLAG_LZO: Final = 0x02
+FLAG_SNAPPY: Final = 0x04
+FLAG_ZSTD: Final = 0x20
+COMPRESSION_FLAGS: Final = FLAG_ZLIB | FLAG_LZO | FLAG_SNAPPY | FLAG_ZSTD
+
+# Below this many pages a thread pool costs more than it saves.
+_MIN_PAGES_PER_THREAD: Final = 64
+
+
+class CodecError(KdumpdError):
+    """A codec is unavailable or a stored page does not decompress to one page."""
+
+
+Page = bytes | memoryview
+
+
+class Codec:
+    """Compresses batches of pages; ``flag`` is 0 for the uncompressed ``none`` codec."""
+
+    name: str = "none"
+    flag: int = 0
+
+    def __init__(self, threads: int = 1) -> None:
+        self.threads = max(1, threads)
+
+    def compress(self, pages: Sequence[Page]) -> Sequence[Page]:
+        """One blob per page, in order; the caller stores a page raw if its blob is not smaller."""
+        return pages
+
+    def decompress(self, blob: bytes, page_size: int) -> bytes:
+        raise CodecError(f"{self.name}: pages are stored uncompressed")
+
+
+class _ThreadedCodec(Codec):
+    """A codec whose one-page function releases the GIL, so a thread pool uses several cores."""
+
+    def _one(self) -> Callable[[Page], Page]:
+        raise NotImplementedError
+
+    def compress(self, pages: Sequence[Page]) -> Sequence[Page]:
+        one = self._one()
+        n = len(pages)
+        workers = min(self.threads, max(1, n // _MIN_PAGES_PER_THREAD))
+        if workers == 1:
+            return [one(p) for p in pages]
+        step = -(-n // workers)
+        chunks = [pages[i : i + step] for i in range(0, n, step)]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            parts = pool.map(lambda chunk: [one(p) for p in chunk], chunks)
+        return [blob for part in parts for blob in part]
+
+
+class ZlibCodec(_ThreadedCodec):
+    """zlib format at level 1 (makedumpfile uses ``compress2(…, Z_BEST_SPEED)``)."""
+
+    name = "zlib"
+    flag = FLAG_ZLIB
+
+    def _one(self) -> Callable[[Page], Page]:
+        return lambda page: zlib.compress(page, 1)
+
+    def decompress(self, blob: bytes, page_size: int) -> bytes:
+        try:
+            out = zlib.decompress(blob, bufsize=page_size)
+        except zlib.error as exc:
+            raise CodecError(f"zlib: corrupt page: {exc}") from exc
+        return _check_size(self.name, out, page_size)
+
+
+class LzoCodec(Codec):
+    """Raw LZO1X-1 (no python-lzo header), as makedumpfile's ``lzo1x_1_compress`` writes it."""
+
+    name = "lzo"
+    flag = FLAG_LZO
+
+    def __init__(self, threads: int = 1) -> None:
+        super().__init__(threads)
+        try:
+            import lzo
+        except ImportError as exc:
+            raise CodecError("lzo: the python-lzo module is not installed") from exc
+        self._lzo = lzo
+
+    def compress(self, pages: Sequence[Page]) -> Sequence[Page]:
+        # python-lzo holds the GIL, so threads would only add overhead; LZO is fast on one core.
+        compress = self._lzo.compress
+        return [compress(bytes(p), 1, False) for p in pages]
+
+    def decompress(self, blob: bytes, page_size: int) -> bytes:
+        try:
+            out: bytes = self._lzo.decompress(blob, False, page_size)
+        except self._lzo.error as exc:
+            raise CodecError(f"lzo: corrupt page: {exc}") from exc
+        return _check_size(self.name, out, page_size)
+
+
+class ZstdCodec(Codec):
+    """zstd level 1, one standard frame per page.
+
+    ``multi_compress_to_buffer`` compresses a whole batch in C without the GIL and spreads it over
+    ``threads`` cores.  Builds of python-zstandard without it (the CFFI backend) fall back to one
+    ``compress()`` call per page.
+    """
+
+    name = "zstd"
+    flag = FLAG_ZSTD
+
+    def __init__(self, threads: int = 1) -> None:
+        super().__init__(threads)
+        try:
+            import zstandard
+        except ImportError as exc:
+            raise CodecError("zstd: the zstandard module is not installed") from exc
+        self._zstd = zstandard
+        self._compressor = zstandard.ZstdCompressor(level=1)
+        self._decompressor = zstandard.ZstdDecompressor()
+        self._batch_api = hasattr(self._compressor, "multi_compress_to_buffer")
+
+    def compress(self, pages: Sequence[Page]) -> Sequence[Page]:
+        if not pages:
+            return []
+        if self._batch_api:
+            try:
+                result = self._compressor.multi_compress_to_buffer(
+                    list(pages), threads=self.threads if self.threads > 1 else 0
+                )
+            except NotImplementedError:
+                self._batch_api = False
+            else:
+                # A BufferSegment exports the buffer protocol; the stubs do not say so.
+                return [memoryview(result[i]) for i in range(len(pages))]  # type: ignore[arg-type]
+        compress = self._compressor.compress
+        return [compress(p) for p in pages]
+
+    def decompress(self, blob: bytes, page_size: int) -> bytes:
+        try:
+            out: bytes = self._decompressor.decompress(blob, max_output_size=page_size)
+        except self._zstd.ZstdError as exc:
+            raise CodecError(f"zstd: corrupt page: {exc}") from exc
+        return _check_size(self.name, out, page_size)
+
+
+def _check_size(name: str, out: bytes, page_size: int) -> bytes:
+    if len(out) != page_size:
+        raise CodecError(f"{name}: page decompressed to {len(out)} bytes, expected {page_size}")
+    return out
+
+
+CODECS: Final[dict[str, type[Codec]]] = {
+    "zstd": ZstdCodec,
+    "zlib": ZlibCodec,
+    "lzo": LzoCodec,
+    "none": Codec,
+}
+
+
+def codec_by_name(name: str, threads: int = 1) -> Codec:
+    try:
+        cls = CODECS[name]
+    except KeyError:
+        raise CodecError(f"unknown compression {name!r} (known: {', '.join(CODECS)})") from None
+    return cls(threads)
+
+
+def codec_for_flag(flag: int) -> Codec:
+    """The codec that reads pages stored with descriptor/header flag ``flag`` (0 = raw)."""
+    for cls in CODECS.values():
+        if cls.flag == flag:
+            return cls()
+    if flag == FLAG_SNAPPY:
+        raise CodecError("snappy-compressed pages are not supported")
+    raise CodecError(f"unknown page compression flag 0x{flag:x}")

@@ -1,0 +1,174 @@
+"""The capture pipeline: dump source → page selection → writer, in bounded batches.
+
+Memory stays flat whatever the input size: pages go through one reusable batch buffer (a few
+MiB), bitmaps cost 2 bits per pfn, and output is written as it is produced.  Compression of a
+batch runs in C on ``threads`` cores (see codecs.py); zero pages are found with numpy first so
+they are never compressed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+import numpy as np
+
+from kdumpd.dumpfile.codecs import codec_by_name
+from kdumpd.dumpfile.elf import ElfWriter, LoadLike, plan_segments, segments_from_bitmap
+from kdumpd.dumpfile.kdump import KdumpWriter
+from kdumpd.dumpfile.meta import dump_meta
+from kdumpd.dumpfile.pages import (
+    Bitmap,
+    clear_bits,
+    iter_batches,
+    iter_runs,
+    popcount,
+    zero_pages,
+)
+from kdumpd.dumpfile.progress import Progress
+from kdumpd.dumpfile.sink import DumpWriteError, Sink
+from kdumpd.vmcore.source import DumpSource
+
+DEFAULT_BATCH_PAGES: Final = 512
+
+
+@dataclass(frozen=True)
+class CaptureOptions:
+    dump_level: int = 31
+    compression: str = "zstd"
+    elf: bool = False
+    threads: int = 1
+    batch_pages: int = DEFAULT_BATCH_PAGES
+
+
+@dataclass
+class Selection:
+    """Which pfns exist (bitmap 1) and which are kept (bitmap 2), with the classifier's counts.
+
+    ``counts`` uses makedumpfile's report names (cache, cache_private, user, free, hwpoison,
+    offline); zero pages are counted while copying.
+    """
+
+    bitmap1: Bitmap
+    bitmap2: Bitmap
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class CaptureReport:
+    selection: Selection
+    pages_written: int = 0
+    zero_pages: int = 0
+    bytes_written: int = 0
+
+
+def _read_batch(
+    source: DumpSource, batch: list[tuple[int, int]], buf: np.ndarray, page_size: int
+) -> tuple[np.ndarray, list[int]]:
+    """Copy the batch's pages into ``buf``: the source may hand out views of an mmap window
+    that its next read replaces, so nothing keeps a view past this call."""
+    pos = 0
+    pfns: list[int] = []
+    for start, count in batch:
+        size = count * page_size
+        view = source.read_pages(start, count)
+        buf[pos : pos + size] = np.frombuffer(view, dtype=np.uint8, count=size)
+        del view
+        pos += size
+        pfns.extend(range(start, start + count))
+    return buf[:pos], pfns
+
+
+def remove_zero_pages(
+    source: DumpSource, bitmap2: Bitmap, options: CaptureOptions, progress: Progress
+) -> int:
+    """Clear all-zero pages from bitmap 2 (ELF output has no shared zero page); returns count."""
+    ps = source.page_size
+    buf = np.empty(options.batch_pages * ps, dtype=np.uint8)
+    total = popcount(bitmap2)
+    done = zeros = 0
+    for batch in iter_batches(iter_runs(bitmap2.copy()), options.batch_pages):
+        data, pfns = _read_batch(source, batch, buf, ps)
+        zero = zero_pages(data, ps)
+        clear_bits(bitmap2, np.asarray(pfns, dtype=np.int64)[zero])
+        zeros += int(zero.sum())
+        done += len(pfns)
+        progress.update(done, total)
+    progress.update(total, total)
+    return zeros
+
+
+def capture_kdump(
+    source: DumpSource,
+    selection: Selection,
+    sink: Sink,
+    options: CaptureOptions,
+    progress: Progress,
+) -> CaptureReport:
+    ps = source.page_size
+    writer = KdumpWriter(
+        sink,
+        dump_meta(source),
+        codec_by_name(options.compression, options.threads),
+        selection.bitmap1,
+        selection.bitmap2,
+        options.dump_level,
+    )
+    report = CaptureReport(selection)
+    try:
+        writer.start()
+        buf = np.empty(options.batch_pages * ps, dtype=np.uint8)
+        mv = buf.data
+        total = writer.num_dumpable
+        for batch in iter_batches(iter_runs(selection.bitmap2), options.batch_pages):
+            data, pfns = _read_batch(source, batch, buf, ps)
+            n = len(pfns)
+            writer.write_pages([mv[i * ps : (i + 1) * ps] for i in range(n)], zero_pages(data, ps))
+            progress.update(writer.stats.pages, total)
+        progress.update(total, total)
+        writer.finish()
+    except BaseException:
+        _abort(writer.abort)
+        raise
+    report.pages_written = writer.stats.pages
+    report.zero_pages = writer.stats.zero_pages if options.dump_level & 1 else 0
+    report.bytes_written = writer.stats.bytes_written
+    return report
+
+
+def capture_elf(
+    source: DumpSource,
+    selection: Selection,
+    sink: Sink,
+    options: CaptureOptions,
+    progress: Progress,
+    zero_progress: Progress,
+) -> CaptureReport:
+    report = CaptureReport(selection)
+    if options.dump_level & 1:
+        report.zero_pages = remove_zero_pages(source, selection.bitmap2, options, zero_progress)
+    loads: list[LoadLike] = list(
+        getattr(source, "loads", None) or segments_from_bitmap(selection.bitmap1, source.page_size)
+    )
+    writer = ElfWriter(
+        sink,
+        source.notes,
+        plan_segments(loads, selection.bitmap2, source.page_size),
+        source.page_size,
+    )
+    try:
+        writer.write(source, progress)
+    except BaseException:
+        _abort(writer.abort)
+        raise
+    report.pages_written = popcount(selection.bitmap2)
+    report.bytes_written = writer.bytes_written
+    return report
+
+
+def _abort(abort: Callable[[], None]) -> None:
+    """Mark the output incomplete; a second write failure must not hide the first error."""
+    with contextlib.suppress(DumpWriteError):
+        abort()

@@ -1,0 +1,97 @@
+"""Where a dump's bytes go: a regular file written at offsets, or a flattened stream (flat.py).
+
+Writers only ever call ``write_at(offset, data)``; the sink decides whether that is a ``pwrite``
+or a framed record on a pipe.  Every OS failure becomes a :class:`DumpWriteError` naming the
+output and the reason, so the CLI prints one line instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import Protocol, TypeAlias
+
+from kdumpd.errors import KdumpdError
+
+Buffer: TypeAlias = bytes | bytearray | memoryview
+
+
+class DumpWriteError(KdumpdError):
+    """Writing the dump failed (disk full, I/O error, closed pipe …)."""
+
+    def __init__(self, target: str, exc: OSError) -> None:
+        reason = "no space left on device" if exc.errno == errno.ENOSPC else exc.strerror
+        super().__init__(f"{target}: write failed: {reason or exc}")
+        self.errno = exc.errno
+
+
+class Sink(Protocol):
+    name: str
+
+    @property
+    def seekable(self) -> bool:
+        """True when a part already written may be rewritten later (the header at the end)."""
+        ...
+
+    def write_at(self, offset: int, data: Buffer) -> None: ...
+
+    def finish(self) -> None:
+        """Make everything written durable (fsync) or terminate the stream."""
+        ...
+
+
+def write_all(fd: int, data: Buffer, offset: int | None = None) -> None:
+    """Write every byte (``os.write``/``os.pwrite`` may write less than asked)."""
+    view = memoryview(data).cast("B")
+    while view:
+        n = os.write(fd, view) if offset is None else os.pwrite(fd, view, offset)
+        if offset is not None:
+            offset += n
+        view = view[n:]
+
+
+class FileSink:
+    """A regular file, written with ``pwrite`` at absolute offsets (holes stay sparse)."""
+
+    seekable = True
+
+    def __init__(self, fd: int, name: str) -> None:
+        self.fd = fd
+        self.name = name
+
+    @classmethod
+    def create(cls, path: str) -> FileSink:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise DumpWriteError(path, exc) from exc
+        return cls(fd, path)
+
+    def write_at(self, offset: int, data: Buffer) -> None:
+        try:
+            write_all(self.fd, data, offset)
+        except OSError as exc:
+            raise DumpWriteError(self.name, exc) from exc
+
+    def finish(self) -> None:
+        try:
+            os.fsync(self.fd)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:  # fsync on a character device (/dev/null)
+                raise DumpWriteError(self.name, exc) from exc
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class NullSink:
+    """Discards everything: ``--dry-run`` goes through the whole pipeline without writing."""
+
+    seekable = True
+    name = "<dry run>"
+
+    def write_at(self, offset: int, data: Buffer) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
