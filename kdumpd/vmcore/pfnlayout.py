@@ -1,0 +1,104 @@
+"""Which pfns a dump input has, in the three senses makedumpfile uses.
+
+* ``present``: bitmap 1, the RAM the input describes;
+* ``data``: where bitmap 2 starts, the pages the input actually holds (an ELF PT_LOAD's pages
+  past ``p_filesz`` are cleared, makedumpfile's ``exclude_nodata_pages``);
+* ``scan``: pfns whose struct page the classifier examines (makedumpfile's ``is_in_segs``: the
+  page's first byte has file data).
+
+All three are sorted, disjoint ``[start_pfn, end_pfn)`` ranges, so nothing here is per pfn.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from kdumpd.vmcore.elf import ElfVmcore
+from kdumpd.vmcore.source import DumpSource
+
+Ranges = list[tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class PfnLayout:
+    max_mapnr: int
+    present: Ranges
+    data: Ranges
+    scan: Ranges
+
+
+def layout_of(source: DumpSource) -> PfnLayout:
+    if isinstance(source, ElfVmcore):
+        ps = source.page_size
+        present = source.present_ranges()
+        nodata = merge(
+            [
+                ((s.paddr + s.filesz) // ps, -(-(s.paddr + s.memsz) // ps))
+                for s in source.loads
+                if s.filesz < s.memsz
+            ]
+        )
+        scan = merge([(-(-lo // ps), -(-hi // ps)) for lo, hi in source.backed_extents()])
+        return PfnLayout(source.max_mapnr, present, subtract(present, nodata), scan)
+    # Other inputs (a kdump-compressed file being re-filtered) only know which pages they hold;
+    # makedumpfile then tests is_in_segs against that bitmap too.
+    held = bitmap_ranges(source.present_bitmap())
+    return PfnLayout(source.max_mapnr, held, held, held)
+
+
+def merge(ranges: Ranges) -> Ranges:
+    out: Ranges = []
+    for lo, hi in sorted(ranges):
+        if lo >= hi:
+            continue
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(hi, out[-1][1]))
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def subtract(ranges: Ranges, holes: Ranges) -> Ranges:
+    """``ranges`` minus ``holes`` (both sorted and disjoint)."""
+    out: Ranges = []
+    for lo, hi in ranges:
+        cur = lo
+        for hlo, hhi in holes:
+            if hhi <= cur or hlo >= hi:
+                continue
+            if hlo > cur:
+                out.append((cur, hlo))
+            cur = max(cur, hhi)
+        if cur < hi:
+            out.append((cur, hi))
+    return out
+
+
+def mask(ranges: Ranges, lo: int, hi: int) -> npt.NDArray[np.bool_]:
+    """Membership of pfns ``[lo, hi)`` in ``ranges`` as a bool array."""
+    out = np.zeros(hi - lo, dtype=bool)
+    i = max(bisect.bisect_right(ranges, (lo, lo)) - 1, 0)
+    while i < len(ranges) and ranges[i][0] < hi:
+        a, b = max(ranges[i][0], lo), min(ranges[i][1], hi)
+        if a < b:
+            out[a - lo : b - lo] = True
+        i += 1
+    return out
+
+
+def bitmap_ranges(bitmap: npt.NDArray[np.uint8], window_bytes: int = 1 << 17) -> Ranges:
+    """Runs of set bits of a packed little-endian bitmap, expanded a window at a time."""
+    out: Ranges = []
+    for start in range(0, len(bitmap), window_bytes):
+        bits = np.unpackbits(bitmap[start : start + window_bytes], bitorder="little")
+        edges = np.diff(bits.astype(np.int8), prepend=np.int8(0), append=np.int8(0))
+        base = start * 8
+        for lo, hi in zip(
+            np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True
+        ):
+            out.append((base + lo, base + hi))
+    return merge(out)
