@@ -1,0 +1,278 @@
+"""Build what the VM proof boots: a Debian kernel and an initramfs holding Python and kdumpd.
+
+The initramfs carries busybox-static, Debian's /usr/bin/python3.11 with only the stdlib and pip
+modules that kdumpd's capture and arming commands import (found by importing them on this host),
+compiled to .pyc, the repository's kdumpd/ package, ssh/scp for the SSH case, and the kernel
+modules for virtio disks, ext4, virtio-net and fw_cfg.  Trimming matters: the capture kernel
+unpacks the initramfs into its own small reservation (crashkernel=), so every megabyte here is a
+megabyte less for the capture.
+
+Images are cached by the hash of everything that goes into them under
+``/var/tmp/kdumpd-test-cache/vm/`` (``KDUMPD_TEST_CACHE``); the kernel package is fetched once with
+``apt-get download`` into ``~/.cache/kdumpd-fixtures`` (shared with ../shared/tools/make-vmcore.sh).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+TEST_CACHE = Path(os.environ.get("KDUMPD_TEST_CACHE", "/var/tmp/kdumpd-test-cache"))
+FIXTURE_CACHE = Path(
+    os.environ.get("KDUMPD_FIXTURE_CACHE", Path.home() / ".cache" / "kdumpd-fixtures")
+)
+KERNEL_PACKAGE = os.environ.get("KDUMPD_VM_KPKG", "linux-image-6.1.0-56-amd64")
+GUEST_MODULES = [
+    "qemu_fw_cfg",
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_net",
+    "crc32c_generic",
+    "ext4",
+]
+GUEST_BINARIES = ["/usr/bin/ssh", "/usr/bin/scp"]
+# What the guest runs: every kdumpd module except the D-Bus service, plus the stdlib modules that
+# only error paths import lazily (so a failure in the capture kernel is reported, not hidden by an
+# ImportError).
+PY_ENTRY_MODULES = ["encodings.latin_1", "encodings.ascii", "traceback", "json", "shlex"]
+PY_SKIP_PACKAGES = ("kdumpd.service",)
+INVENTORY_SCRIPT = r"""
+import importlib, json, pkgutil, sys
+import kdumpd
+names = list(sys.argv[2:])
+skip = tuple(sys.argv[1].split(","))
+for info in pkgutil.walk_packages(kdumpd.__path__, "kdumpd."):
+    if not info.name.startswith(skip):
+        names.append(info.name)
+errors = {}
+for name in names:
+    try:
+        importlib.import_module(name)
+    except Exception as exc:  # a module of a peer that is half-written must not stop the build
+        errors[name] = repr(exc)
+files = sorted({m.__file__ for m in list(sys.modules.values()) if getattr(m, "__file__", None)})
+print(json.dumps({"files": files, "errors": errors, "prefix": sys.base_prefix,
+                  "version": "%d.%d" % sys.version_info[:2]}))
+"""
+
+
+class ImageError(RuntimeError):
+    """The guest image cannot be built on this machine (a message says what is missing)."""
+
+
+@dataclass(frozen=True)
+class Kernel:
+    root: Path  # the unpacked linux-image package
+    release: str
+
+    @property
+    def vmlinuz(self) -> Path:
+        return self.root / "boot" / f"vmlinuz-{self.release}"
+
+
+def _run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, check=True, text=True, capture_output=True, **kw)  # type: ignore[call-overload]
+
+
+def kernel() -> Kernel:
+    """The Debian kernel package, downloaded and unpacked once into the fixture cache."""
+    debs = FIXTURE_CACHE / "debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    found = sorted(debs.glob(f"{KERNEL_PACKAGE}_*.deb"))
+    if not found:
+        try:
+            _run(["apt-get", "download", KERNEL_PACKAGE], cwd=debs)
+        except subprocess.CalledProcessError as exc:
+            raise ImageError(f"apt-get download {KERNEL_PACKAGE} failed: {exc.stderr}") from exc
+        found = sorted(debs.glob(f"{KERNEL_PACKAGE}_*.deb"))
+    deb = found[-1]
+    version = _run(["dpkg-deb", "-f", str(deb), "Version"]).stdout.strip()
+    root = FIXTURE_CACHE / "kernel" / f"{KERNEL_PACKAGE}_{version}"
+    if not (root / ".complete").exists():
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        _run(["dpkg-deb", "-x", str(deb), str(root)])
+        (root / ".complete").touch()
+    release = os.listdir(root / "lib" / "modules")[0]
+    return Kernel(root, release)
+
+
+def _copy(src: Path, dest_root: Path, dest: str | None = None) -> None:
+    target = dest_root / (dest or str(src)).lstrip("/")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src, target, follow_symlinks=True)
+
+
+def _libraries(binary: Path) -> list[Path]:
+    """Shared libraries a binary or extension module loads, as ldd resolves them here."""
+    out = subprocess.run(["ldd", str(binary)], text=True, capture_output=True).stdout
+    return [Path(p) for p in re.findall(r"(/\S+\.so[^\s]*)", out)]
+
+
+def _stage_python(stage: Path) -> list[str]:
+    """Copy the interpreter and the modules kdumpd needs; return import errors seen on the host."""
+    venv_python = REPO / ".venv" / "bin" / "python"
+    python = venv_python if venv_python.exists() else Path(sys.executable)
+    res = _run(
+        [str(python), "-s", "-c", INVENTORY_SCRIPT, ",".join(PY_SKIP_PACKAGES), *PY_ENTRY_MODULES],
+        cwd=REPO,
+    )
+    inv = json.loads(res.stdout)
+    version = inv["version"]
+    stdlib = Path(inv["prefix"]) / "lib" / f"python{version}"
+    interpreter = Path(f"/usr/bin/python{version}")
+    _copy(interpreter, stage)
+    binaries: list[Path] = [interpreter, *map(Path, GUEST_BINARIES)]
+    for name in inv["files"]:
+        f = Path(name)
+        if f.is_relative_to(REPO / "kdumpd"):
+            continue  # the package is copied whole below
+        if f.is_relative_to(stdlib):
+            dest = str(f)
+        else:
+            site = next(p for p in f.parents if p.name in ("site-packages", "dist-packages"))
+            dest = "/opt/kdumpd/site/" + str(f.relative_to(site))
+        _copy(f, stage, dest)
+        if f.suffix == ".so":
+            binaries.append(f)
+            # wheels carry their own libraries next to the package (numpy.libs, …): keep the
+            # relative layout so the extension's $ORIGIN rpath still finds them
+            for lib in _libraries(f):
+                if "site-packages" in lib.parts or "dist-packages" in lib.parts:
+                    site = next(
+                        p for p in lib.parents if p.name in ("site-packages", "dist-packages")
+                    )
+                    _copy(lib, stage, "/opt/kdumpd/site/" + str(lib.relative_to(site)))
+    for b in binaries:
+        for lib in _libraries(b):
+            if "site-packages" not in lib.parts and "dist-packages" not in lib.parts:
+                _copy(lib, stage)
+    _copy(Path("/lib64/ld-linux-x86-64.so.2"), stage)
+    # os.py is the landmark by which the interpreter finds its prefix
+    _copy(stdlib / "os.py", stage)
+    shutil.copytree(
+        REPO / "kdumpd",
+        stage / "opt/kdumpd/site/kdumpd",
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
+    _run(
+        [
+            str(interpreter),
+            "-m",
+            "compileall",
+            "-q",
+            "-j",
+            "0",
+            "--invalidation-mode",
+            "unchecked-hash",
+            "-s",
+            str(stage),
+            "-p",
+            "/",
+            str(stage / "opt"),
+            str(stage / "usr/lib"),
+        ]
+    )
+    for name, module in (("kdump-config", "kdump_config"), ("kdumpd-capture", "capture")):
+        script = stage / "usr/sbin" / name
+        script.parent.mkdir(parents=True, exist_ok=True)
+        script.write_text(
+            f"#!/usr/bin/python{version} -s\n"
+            "import sys\n"
+            f"from kdumpd.cli.{module} import main\n"
+            "sys.exit(main())\n"
+        )
+        script.chmod(0o755)
+    return [f"{k}: {v}" for k, v in inv["errors"].items()]
+
+
+def _stage_modules(stage: Path, k: Kernel) -> None:
+    if not (k.root / "lib/modules" / k.release / "modules.dep").exists():
+        _run(["depmod", "-b", str(k.root), k.release])
+    modules = set()
+    for m in GUEST_MODULES:
+        out = subprocess.run(
+            ["modprobe", "-d", str(k.root), "-S", k.release, "--show-depends", m],
+            text=True,
+            capture_output=True,
+        ).stdout
+        modules.update(line.split()[1] for line in out.splitlines() if line.startswith("insmod"))
+    for f in sorted(modules):
+        _copy(Path(f), stage, "/" + str(Path(f).relative_to(k.root)))
+    moddir = k.root / "lib/modules" / k.release
+    for extra in ("modules.order", "modules.builtin", "modules.builtin.modinfo"):
+        if (moddir / extra).exists():
+            _copy(moddir / extra, stage, f"/lib/modules/{k.release}/{extra}")
+    _run(["depmod", "-b", str(stage), k.release])
+    (stage / "etc").mkdir(exist_ok=True)
+    (stage / "etc/kdumpd-vm-modules").write_text("\n".join(GUEST_MODULES) + "\n")
+
+
+def _tree_digest(stage: Path) -> str:
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(stage):
+        dirnames.sort()
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            h.update(str(p.relative_to(stage)).encode() + b"\0")
+            h.update(os.readlink(p).encode() if p.is_symlink() else p.read_bytes())
+    return h.hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class Image:
+    kernel: Kernel
+    initrd: Path
+    import_errors: list[str]
+
+
+def build() -> Image:
+    """The kernel and the content-addressed initramfs (built only when its inputs changed)."""
+    k = kernel()
+    out_dir = TEST_CACHE / "vm"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix="stage.") as tmp:
+        stage = Path(tmp) / "root"
+        for d in ("bin", "dev", "proc", "sys", "tmp", "run", "root", "etc/default"):
+            (stage / d).mkdir(parents=True, exist_ok=True)
+        (stage / "sbin").symlink_to("bin")
+        _copy(Path("/bin/busybox"), stage)
+        _copy(HERE / "guest_init.sh", stage, "/init")
+        (stage / "init").chmod(0o755)
+        (stage / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+        (stage / "etc/group").write_text("root:x:0:\n")
+        errors = _stage_python(stage)
+        _stage_modules(stage, k)
+        digest = _tree_digest(stage)
+        initrd = out_dir / f"initrd-{k.release}-{digest}.cpio.zst"
+        if not initrd.exists():
+            tmp_out = initrd.with_suffix(f".tmp{os.getpid()}")
+            files = subprocess.run(
+                ["find", "."], cwd=stage, check=True, capture_output=True
+            ).stdout.splitlines()
+            cpio = subprocess.run(
+                ["cpio", "-o", "-H", "newc", "--quiet", "--reproducible"],
+                cwd=stage,
+                input=b"\n".join(sorted(files)) + b"\n",
+                check=True,
+                capture_output=True,
+            ).stdout
+            # the kernel's zstd decoder needs a window it can allocate early: no --long
+            subprocess.run(["zstd", "-q", "-9", "-T0", "-o", str(tmp_out)], input=cpio, check=True)
+            tmp_out.rename(initrd)
+    return Image(k, initrd, errors)
+
+
+if __name__ == "__main__":
+    img = build()
+    print(img.initrd, img.initrd.stat().st_size, *img.import_errors, sep="\n")
