@@ -21,7 +21,13 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from kdumpd.capture_kernel import capture_cmdline, locate_capture_kernel
+from kdumpd.capture_kernel import (
+    capture_cmdline,
+    image_exists,
+    locate_capture_kernel,
+    resolve_link,
+    wanted_links,
+)
 from kdumpd.config import Config
 from kdumpd.errors import ConfigError, SystemReadError
 from kdumpd.kexec import (
@@ -113,6 +119,26 @@ def plan_from_config(root: SystemRoot, config: Config) -> ArmPlan:
     )
 
 
+def ensure_links(root: SystemRoot, release: str, replace: bool = False) -> list[str]:
+    """Create the ``/var/lib/kdump`` kernel/initrd links for ``release`` where they are missing
+    or dangling (all of them with ``replace``), as kdump-tools' load and symlinks do.
+    Returns a message per link made; a link whose target does not exist is left alone."""
+    made = []
+    for link, target in wanted_links(root, release).items():
+        if not image_exists(root, target):
+            continue
+        if not replace and image_exists(root, link):
+            continue
+        path = root.path(link)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(target)
+        os.replace(tmp, path)  # atomic: the link is never missing in between
+        made.append(f"Creating symlink {link}.")
+    return made
+
+
 def read_loaded(root: SystemRoot) -> bool | None:
     """``kexec_crash_loaded`` as a bool; None when the kernel has no crash-kexec support."""
     value = root.read_int(CRASH_LOADED)
@@ -182,8 +208,9 @@ class Arming:
 
     def _load(self, plan: ArmPlan) -> ArmRecord:
         reserved = self._reserved()
-        kernel = self.root.path(plan.kernel)
-        initrd = self.root.path(plan.initrd) if plan.initrd else None
+        # Links are followed inside the root: /var/lib/kdump/vmlinuz -> /boot/... of the tree.
+        kernel = self.root.path(resolve_link(self.root, plan.kernel))
+        initrd = self.root.path(resolve_link(self.root, plan.initrd)) if plan.initrd else None
         for what, system_path, p in (
             ("crash kernel", plan.kernel, kernel),
             ("crash initrd", plan.initrd, initrd),

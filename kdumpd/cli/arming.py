@@ -1,20 +1,30 @@
-"""``kdump-config load|unload|reload|try-reload|propagate``.
+"""``kdump-config load|unload|reload|try-reload|symlinks|propagate``.
 
-Each goes through kdumpd when it runs (so the bus, systemd and the CLI see one story, and output
-is the same either way) and acts on the machine directly otherwise, or with ``--local`` (what
-``kdump-tools.service`` uses, since kdumpd itself starts that unit).
+load/unload/reload go through kdumpd when it runs (so the bus, systemd and the CLI tell one story
+and the output is the same either way) and act on the machine directly otherwise, or with
+``--local`` (what ``kdump-tools.service`` runs, since kdumpd itself starts that unit).
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from dbus_fast import Variant
 
-from kdumpd.arming import Arming, kernel_updates_hotplug, plan_from_config, read_loaded
+from kdumpd.arming import (
+    Arming,
+    ensure_links,
+    kernel_updates_hotplug,
+    plan_from_config,
+    read_loaded,
+    running_release,
+)
+from kdumpd.capture_kernel import KDUMP_DIR, image_exists
+from kdumpd.cli.context import EXIT_OK, Context, emit
 from kdumpd.config import Config, load_config
+from kdumpd.errors import KdumpdError, UsageError
 from kdumpd.kexec import port_for
 from kdumpd.service.client import call_daemon
 from kdumpd.sshkey import propagate_key
@@ -22,16 +32,24 @@ from kdumpd.system import SystemRoot
 
 LOADED = "loaded kdump kernel"
 UNLOADED = "unloaded kdump kernel"
+POSTINST_HOOK = "/etc/kernel/postinst.d/kdump-tools"
 
 
-def _say(*lines: str) -> None:
-    for line in lines:
-        print(line)
+class SymlinksError(KdumpdError):
+    """``symlinks`` cannot link to that kernel version."""
 
 
 def _warn(*lines: str) -> None:
     for line in lines:
         print(f"kdump-config: {line}", file=sys.stderr)
+
+
+def _local(ctx: Context, name: str, args: list[str]) -> bool:
+    """``--local`` is the only option these commands take."""
+    extra = [a for a in args if a != "--local"]
+    if extra:
+        raise UsageError(f"{ctx.prog} {name}: unexpected argument {extra[0]!r}")
+    return "--local" in args
 
 
 def _disabled(config: Config) -> bool:
@@ -41,50 +59,92 @@ def _disabled(config: Config) -> bool:
     return True
 
 
-def _daemon(root: SystemRoot, local: bool, member: str, options: dict[str, bool]) -> bool:
-    if local:
-        return False
-    body = [{k: Variant("b", v) for k, v in options.items()}] if member != "Reload" else []
-    return call_daemon(root, member, "a{sv}" if body else "", body)
+def _via_daemon(root: SystemRoot, member: str, options: dict[str, bool] | None) -> bool:
+    if options is None:
+        return call_daemon(root, member)
+    return call_daemon(root, member, "a{sv}", [{k: Variant("b", v) for k, v in options.items()}])
 
 
-def load(root: SystemRoot, local: bool = False) -> int:
-    config = load_config(root)
+def _load_here(root: SystemRoot, config: Config, reload: bool) -> None:
+    emit(*ensure_links(root, running_release(root)))
+    arming = Arming(root, port_for(root))
+    plan = plan_from_config(root, config)
+    record = arming.reload(plan) if reload else arming.load(plan)
+    _warn(*record.warnings)
+
+
+def load(ctx: Context, args: list[str]) -> int:
+    local = _local(ctx, "load", args)
+    config = load_config(ctx.root)
     if _disabled(config):
-        return 0
-    if not _daemon(root, local, "Arm", {"enable": False}):
-        record = Arming(root, port_for(root)).load(plan_from_config(root, config))
-        _warn(*record.warnings)
-    _say(LOADED)
-    return 0
+        return EXIT_OK
+    if local or not _via_daemon(ctx.root, "Arm", {"enable": False}):
+        _load_here(ctx.root, config, reload=False)
+    emit(LOADED)
+    return EXIT_OK
 
 
-def unload(root: SystemRoot, local: bool = False) -> int:
-    if not _daemon(root, local, "Disarm", {"disable": False}):
-        Arming(root, port_for(root)).unload()
-    _say(UNLOADED)
-    return 0
+def unload(ctx: Context, args: list[str]) -> int:
+    local = _local(ctx, "unload", args)
+    if local or not _via_daemon(ctx.root, "Disarm", {"disable": False}):
+        Arming(ctx.root, port_for(ctx.root)).unload()
+    emit(UNLOADED)
+    return EXIT_OK
 
 
-def reload(root: SystemRoot, local: bool = False) -> int:
-    config = load_config(root)
+def reload(ctx: Context, args: list[str]) -> int:
+    local = _local(ctx, "reload", args)
+    config = load_config(ctx.root)
     if _disabled(config):
-        return 0
-    if not _daemon(root, local, "Reload", {}):
-        record = Arming(root, port_for(root)).reload(plan_from_config(root, config))
-        _warn(*record.warnings)
-    _say(UNLOADED, LOADED)
-    return 0
+        return EXIT_OK
+    if local or not _via_daemon(ctx.root, "Reload", None):
+        _load_here(ctx.root, config, reload=True)
+    emit(UNLOADED, LOADED)
+    return EXIT_OK
 
 
-def try_reload(root: SystemRoot, local: bool = False) -> int:
+def try_reload(ctx: Context, args: list[str]) -> int:
     """Reload only when armed (the udev hotplug rule), and not when the kernel does it itself."""
-    if not read_loaded(root):
-        return 0
-    if kernel_updates_hotplug(root):
-        _say("the kernel updates the crash kernel on hotplug itself (crash_hotplug=1): no reload")
-        return 0
-    return reload(root, local)
+    _local(ctx, "try-reload", args)
+    if not read_loaded(ctx.root):
+        return EXIT_OK
+    if kernel_updates_hotplug(ctx.root):
+        emit("the kernel updates the loaded crash kernel on hotplug (crash_hotplug=1): no reload")
+        return EXIT_OK
+    return reload(ctx, args)
+
+
+def symlinks(ctx: Context, args: list[str]) -> int:
+    """Point the /var/lib/kdump links at kernel ``<kver>``, building its initrd if missing."""
+    if len(args) != 1 or args[0].startswith("-"):
+        raise UsageError(f"{ctx.prog} symlinks: expected one KERNEL-VERSION")
+    release = args[0]
+    if "/" in release or release in (".", ".."):
+        raise UsageError(f"{ctx.prog} symlinks: {release!r} is not a kernel version")
+    root = ctx.root
+    if read_loaded(root):
+        raise SymlinksError("the crash kernel is loaded: run 'kdump-config unload' first")
+    if not (
+        image_exists(root, f"/boot/vmlinuz-{release}")
+        or image_exists(root, f"/boot/vmlinux-{release}")
+    ):
+        raise SymlinksError(f"/boot/vmlinuz-{release} does not exist: is that kernel installed?")
+    initrd = f"{KDUMP_DIR}/initrd.img-{release}"
+    if not image_exists(root, initrd):
+        _build_initrd(root, release, initrd)
+    emit(*ensure_links(root, release, replace=True))
+    return EXIT_OK
+
+
+def _build_initrd(root: SystemRoot, release: str, initrd: str) -> None:
+    hook = root.path(POSTINST_HOOK)
+    if str(root.base) != "/" or not hook.exists():
+        raise SymlinksError(
+            f"{initrd} does not exist: build it with {POSTINST_HOOK} {release} on that system"
+        )
+    status = subprocess.run([str(hook), release], check=False).returncode
+    if status != 0 or not image_exists(root, initrd):
+        raise SymlinksError(f"{POSTINST_HOOK} {release} failed to build {initrd}")
 
 
 def _interactive(argv: Sequence[str]) -> tuple[int, str]:
@@ -95,18 +155,9 @@ def _interactive(argv: Sequence[str]) -> tuple[int, str]:
         return 127, f"{argv[0]}: not installed"
 
 
-def propagate(root: SystemRoot, local: bool = False) -> int:
-    # Always local: the password prompt needs this terminal, which the daemon does not have.
-    done = propagate_key(root, load_config(root), runner=_interactive)
-    _say(*done.messages())
-    return 0
-
-
-COMMANDS: dict[str, tuple[Callable[[SystemRoot, bool], int], str]] = {
-    "load": (load, "load the crash kernel (arm kdump)"),
-    "unload": (unload, "unload the crash kernel"),
-    "reload": (reload, "unload then load the crash kernel"),
-    "try-reload": (try_reload, "reload only if loaded (hotplug)"),
-    "condreload": (try_reload, "same as try-reload"),
-    "propagate": (propagate, "send the SSH dump key to the SSH target"),
-}
+def propagate(ctx: Context, args: list[str]) -> int:
+    # Always here: the password prompt needs this terminal, which the daemon does not have.
+    _local(ctx, "propagate", args)
+    done = propagate_key(ctx.root, load_config(ctx.root), runner=_interactive)
+    emit(*done.messages())
+    return EXIT_OK

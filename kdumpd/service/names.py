@@ -22,10 +22,9 @@ POLKIT_IFACE = "org.freedesktop.PolicyKit1.Authority"
 class Action(StrEnum):
     """polkit action ids (dbus/org.kdumpd.kdump1.policy)."""
 
-    MANAGE = "org.kdumpd.kdump1.manage"
+    MANAGE = "org.kdumpd.kdump1.manage"  # also PropagateKey
     TEST_CRASH = "org.kdumpd.kdump1.test-crash"
     DELETE_DUMP = "org.kdumpd.kdump1.delete-dump"
-    PROPAGATE_KEY = "org.kdumpd.kdump1.propagate-key"
 
 
 _ERROR_PREFIX = "org.kdumpd.Kdump1.Error."
