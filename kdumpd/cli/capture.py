@@ -41,7 +41,7 @@ from kdumpd.vmcore.elf import ElfVmcore
 from kdumpd.vmcore.source import DumpSource
 
 PROG = "kdumpd-capture"
-MSG_PROGRESS, MSG_COMMON, MSG_ERROR, MSG_DEBUG, MSG_REPORT = 1, 2, 4, 8, 16
+MSG_PROGRESS, MSG_COMMON, MSG_REPORT = 1, 2, 16
 _SYSTEM_PREFIXES = ("/proc/", "/sys/", "/boot/", "/etc/", "/var/")
 
 
@@ -321,10 +321,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             run_capture(args, root, console)
     except KdumpdError as exc:
-        if console.level & MSG_ERROR:
-            print(f"{PROG}: {exc}", file=sys.stderr)
-        if isinstance(exc, DumpWriteError | Interrupted):
-            print(f"{PROG}: the dump is incomplete and marked so", file=sys.stderr)
+        # One line, whatever the message level: an admin must always see why it failed.
+        note = (
+            "; the dump is marked incomplete"
+            if isinstance(exc, DumpWriteError | Interrupted)
+            else ""
+        )
+        print(f"{PROG}: {exc}{note}", file=sys.stderr)
         return exc.exit_code
     except MemoryError:
         print(f"{PROG}: out of memory", file=sys.stderr)
@@ -334,3 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     console.common(f"\n{PROG} Completed.")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

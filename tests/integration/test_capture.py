@@ -1,0 +1,255 @@
+"""kdumpd-capture on the genuine fixture vmcore, checked against makedumpfile, libkdumpfile,
+drgn and crash (crash only when the kernel's -dbg vmlinux is in the test cache)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zstandard
+from capture_check import (
+    VMLINUX,
+    assert_same_pages_drgn,
+    assert_same_pages_libkdumpfile,
+    crash_session,
+    run_capture,
+)
+
+from kdumpd.dumpfile.kdump_format import STATUS_INCOMPLETE, DiskDumpHeader, Layout
+from kdumpd.dumpfile.kdump_reader import KdumpSource
+from kdumpd.vmcore.elf import ElfVmcore
+
+pytestmark = pytest.mark.vmcore
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("capture")
+
+
+@pytest.fixture(scope="module")
+def zstd_d1(fixture_vmcore: Path, out: Path) -> tuple[Path, str]:
+    """The default compression at dump level 1, with the page report."""
+    path = out / "d1.kdump"
+    proc = run_capture("-d", "1", "--show-stats", fixture_vmcore, path)
+    assert proc.returncode == 0, proc.stderr.decode()
+    return path, proc.stdout.decode()
+
+
+def _fixture_bitmap(shared_fixtures: Path, name: str) -> np.ndarray:
+    raw = (
+        zstandard.ZstdDecompressor()
+        .decompressobj()
+        .decompress((shared_fixtures / name).read_bytes())
+    )
+    return np.frombuffer(raw, dtype=np.uint8)
+
+
+def _makedumpfile(*args: str | Path) -> None:
+    proc = subprocess.run(["makedumpfile", *map(str, args)], capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode()
+
+
+def test_zstd_dump_reads_back_identical(
+    zstd_d1: tuple[Path, str], fixture_vmcore: Path, shared_fixtures: Path
+) -> None:
+    path, stdout = zstd_d1
+    with KdumpSource(str(path)) as dump:
+        assert dump.header.status == 0x20  # zstd, complete
+        assert dump.header.header_version == 6
+        assert dump.header.utsname.release == "6.1.0-56-amd64"
+        assert dump.header.utsname.version.startswith("#1 SMP PREEMPT_DYNAMIC Debian")
+        assert dump.header.nr_cpus == 2
+        ram = dump.ram_bitmap()
+    expected = _fixture_bitmap(shared_fixtures, "vmcore-6.1-kexec.bitmap1.zst")
+    assert np.array_equal(ram[: len(expected)], expected)
+    checked = assert_same_pages_libkdumpfile(path, fixture_vmcore)
+    assert checked == 130_936  # every RAM page: zero pages share one stored page
+    reference = json.loads((shared_fixtures / "vmcore-6.1-kexec.pages.json").read_text())
+    zero = reference["levels"]["1"]["zero"]
+    assert f"Pages filled with zero  : 0x{zero:016x}" in stdout
+    assert "kdumpd-capture Completed." in stdout
+
+
+@pytest.mark.parametrize("letter", ["-l", "-c"])
+def test_lzo_and_zlib_byte_identical_to_makedumpfile(
+    letter: str, fixture_vmcore: Path, out: Path
+) -> None:
+    ours, theirs = out / f"ours{letter}.kdump", out / f"mdf{letter}.kdump"
+    proc = run_capture(letter, "-d", "1", "--message-level", "0", fixture_vmcore, ours)
+    assert proc.returncode == 0, proc.stderr.decode()
+    _makedumpfile(letter, "-d", "1", fixture_vmcore, theirs)
+    a, b = ours.read_bytes(), theirs.read_bytes()
+    hdr_a, hdr_b = DiskDumpHeader.unpack(a), DiskDumpHeader.unpack(b)
+    assert hdr_a == hdr_b
+    lay = Layout(4096, hdr_a.max_mapnr, 0)
+    assert a[lay.bitmap1_offset - 4096 :] == b[lay.bitmap1_offset - 4096 :]  # notes on
+    assert a == b
+
+
+def test_flattened_stream_rebuilds_to_the_same_file(
+    zstd_d1: tuple[Path, str], fixture_vmcore: Path, out: Path
+) -> None:
+    stream, rebuilt, by_mdf = out / "d1.flat", out / "d1.rebuilt", out / "d1.mdf-rebuilt"
+    with stream.open("wb") as f:
+        proc = run_capture("-F", "-d", "1", fixture_vmcore, stdout=f.fileno())
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert stream.read_bytes()[:16] == b"makedumpfile\0\0\0\0"
+    with stream.open("rb") as f:
+        proc = run_capture("-R", rebuilt, stdin=f.fileno())
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert rebuilt.read_bytes() == zstd_d1[0].read_bytes()
+    with stream.open("rb") as f:
+        subprocess.run(
+            ["makedumpfile", "-R", str(by_mdf)], stdin=f, check=True, capture_output=True
+        )
+    assert by_mdf.read_bytes() == rebuilt.read_bytes()
+
+
+def test_truncated_stream_leaves_rebuilt_file_marked_incomplete(
+    zstd_d1: tuple[Path, str], out: Path
+) -> None:
+    stream = out / "d1.flat"
+    if not stream.exists():
+        pytest.skip("needs the flattened stream of test_flattened_stream_rebuilds_to_the_same_file")
+    cut = out / "cut.flat"
+    data = stream.read_bytes()
+    cut.write_bytes(data[: len(data) - 20])  # drop the end marker and part of the last record
+    rebuilt = out / "cut.kdump"
+    with cut.open("rb") as f:
+        proc = run_capture("-R", rebuilt, stdin=f.fileno())
+    assert proc.returncode == 1
+    assert len(proc.stderr.decode().strip().splitlines()) == 1
+    assert "incomplete" in proc.stderr.decode()
+
+
+def test_elf_output_reads_back_through_drgn(fixture_vmcore: Path, out: Path) -> None:
+    path = out / "d1.elf"
+    proc = run_capture("-E", "-d", "1", "--message-level", "0", fixture_vmcore, path)
+    assert proc.returncode == 0, proc.stderr.decode()
+    head = path.read_bytes()[:64]
+    assert head[:4] == b"\x7fELF" and int.from_bytes(head[48:52], "little") == 0
+    with ElfVmcore(fixture_vmcore) as src:
+        ram = src.present_bitmap()
+    # Excluded zero pages read as zeros (p_memsz > p_filesz): every RAM page matches the vmcore.
+    assert assert_same_pages_drgn(path, fixture_vmcore, ram) == 130_936
+
+
+def test_refiltering_a_kdump_file_equals_filtering_the_vmcore(
+    fixture_vmcore: Path, out: Path
+) -> None:
+    full, refiltered, direct = out / "mdf-d0.kdump", out / "refiltered.kdump", out / "direct.kdump"
+    _makedumpfile("-l", "-d", "0", fixture_vmcore, full)
+    proc = run_capture("-l", "-d", "1", "--message-level", "0", full, refiltered)
+    assert proc.returncode == 0, proc.stderr.decode()
+    proc = run_capture("-l", "-d", "1", "--message-level", "0", fixture_vmcore, direct)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert refiltered.read_bytes() == direct.read_bytes()
+
+
+def test_full_disk_marks_the_dump_incomplete(fixture_vmcore: Path, out: Path) -> None:
+    mnt = out / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], check=True)
+    try:
+        path = mnt / "dump"
+        proc = run_capture("-d", "1", "--message-level", "0", fixture_vmcore, path)
+        assert proc.returncode == 1
+        lines = proc.stderr.decode().strip().splitlines()
+        assert len(lines) == 1 and "no space left on device" in lines[0], lines
+        header = DiskDumpHeader.unpack(path.read_bytes()[:464])
+        assert header.status & STATUS_INCOMPLETE
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_sigterm_marks_the_dump_incomplete(fixture_vmcore: Path, out: Path) -> None:
+    path = out / "killed.kdump"
+    from capture_check import CAPTURE, REPO
+
+    proc = subprocess.Popen(
+        [
+            *CAPTURE,
+            "-d",
+            "0",
+            "--no-compress",
+            "--message-level",
+            "0",
+            str(fixture_vmcore),
+            str(path),
+        ],
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        if path.exists() and path.stat().st_blocks * 512 > 64 << 20:
+            proc.send_signal(signal.SIGTERM)
+            break
+        time.sleep(0.005)
+    _, err = proc.communicate(timeout=60)
+    header = DiskDumpHeader.unpack(path.read_bytes()[:464])
+    if proc.returncode == 0:
+        pytest.fail("the capture finished before the signal could be sent")
+    assert proc.returncode == 1
+    assert "interrupted by SIGTERM; the dump is marked incomplete" in err.decode()
+    assert header.status & STATUS_INCOMPLETE
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "text"),
+    [
+        (["-d", "32", "in", "out"], 2, "dump level must be 0 to 31"),
+        (["in"], 2, "expected VMCORE DUMPFILE"),
+        (["-c", "-l", "in", "out"], 2, "not allowed with"),
+        (["/nonexistent/vmcore", "out"], 1, "/nonexistent/vmcore: cannot open"),
+    ],
+)
+def test_bad_usage_is_one_line(args: list[str], code: int, text: str) -> None:
+    proc = run_capture(*args)
+    err = proc.stderr.decode()
+    assert proc.returncode == code, err
+    assert text in err and "Traceback" not in err
+
+
+def test_garbage_and_truncated_inputs_fail_cleanly(fixture_vmcore: Path, out: Path) -> None:
+    garbage = out / "garbage"
+    garbage.write_bytes(os.urandom(8192))
+    truncated = out / "truncated"
+    with fixture_vmcore.open("rb") as f:
+        truncated.write_bytes(f.read(3 << 20))
+    for bad in (garbage, truncated):
+        proc = run_capture("-d", "1", bad, out / "never")
+        err = proc.stderr.decode()
+        assert proc.returncode == 1, err
+        assert len(err.strip().splitlines()) == 1 and str(bad) in err and "Traceback" not in err
+
+
+needs_vmlinux = pytest.mark.skipif(
+    not VMLINUX.exists(),
+    reason=f"{VMLINUX} is absent (apt-get download linux-image-6.1.0-56-amd64-dbg and extract it)",
+)
+
+
+@needs_vmlinux
+def test_crash_opens_our_dump_and_stream(
+    zstd_d1: tuple[Path, str], out: Path, shared_fixtures: Path
+) -> None:
+    stream = out / "d1.flat"
+    if not stream.exists():
+        pytest.skip("needs the flattened stream of test_flattened_stream_rebuilds_to_the_same_file")
+    last_log_line = (
+        (shared_fixtures / "vmcore-6.1-kexec.dmesg.txt").read_text().strip().splitlines()[-1]
+    )
+    for dump in (zstd_d1[0], stream):
+        text = crash_session(dump, "sys\nbt\nlog")
+        assert "RELEASE: 6.1.0-56-amd64" in text, text[-2000:]
+        assert 'PANIC: "Kernel panic - not syncing: sysrq triggered crash"' in text
+        assert "sysrq_handle_crash" in text and "write_sysrq_trigger" in text
+        assert last_log_line.split("] ", 1)[1] in text
