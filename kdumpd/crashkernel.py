@@ -69,8 +69,8 @@ class CrashkernelSpec:
         for r in self.ranges:
             if r.size >= total:
                 raise CrashkernelSyntaxError(
-                    f"crashkernel={self.text}: invalid size {format_size(r.size)}"
-                    f" (not below the {format_size(total)} of RAM)"
+                    f"invalid size: {format_size(r.size)} is not below"
+                    f" the {format_size(total)} of RAM"
                 )
             if r.start <= total and (r.end is None or total < r.end):
                 return r.size

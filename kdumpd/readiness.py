@@ -105,9 +105,10 @@ def _crashkernel_problems(
             ]
         return []
     if expected.error:
-        why = f"the kernel rejects it ({expected.error})"
+        why = f"{expected.param} reserves nothing with {ram} of RAM, the kernel rejects it"
+        why += f" ({expected.error})"
     elif expected.total == 0:
-        why = f"{expected.param} reserves nothing on a machine with {ram} of RAM"
+        why = f"{expected.param} reserves nothing with {ram} of RAM"
     else:
         why = (
             f"{expected.param} asks for {format_size(expected.total)} but the kernel could not"
@@ -154,13 +155,13 @@ def _sysrq_problems(system: SystemState) -> list[Problem]:
                 "warning",
             )
         ]
-    if system.sysrq == 1 or system.sysrq & 0x8:
+    if system.sysrq != 0:
         return []
     return [
         Problem(
             "sysrq-disabled",
-            f"kernel.sysrq is {system.sysrq}: the SysRq crash key (Alt+SysRq+C) is disabled"
-            " (echo c > /proc/sysrq-trigger as root still works); enable it with"
+            "kernel.sysrq is 0: the SysRq keys are disabled, so Alt+SysRq+C cannot trigger a"
+            " crash (echo c > /proc/sysrq-trigger as root still works); enable them with"
             " 'sysctl -w kernel.sysrq=1'",
             "warning",
         )
