@@ -28,6 +28,7 @@ class Seg:
     filesz: int | None = None  # default memsz
     vaddr: int | None = None  # default paddr
     no_data: bool = False  # QEMU's p_offset = -1
+    data: bytes | None = None  # default: expected_byte() of each address
 
 
 def expected_byte(paddr: int) -> int:
@@ -77,8 +78,11 @@ def build(
             ph = struct.pack("<IIQQQQQQ", PT_LOAD, 7, NO_OFFSET, vaddr, s.paddr, 0, s.memsz, 0)
             phdrs.append(ph)
             continue
-        addrs = np.arange(s.paddr, s.paddr + filesz, dtype=np.uint64)
-        body = ((addrs * 7 + (addrs >> 12)) & 0xFF).astype(np.uint8).tobytes()
+        if s.data is not None:
+            body = s.data[:filesz].ljust(filesz, b"\0")
+        else:
+            addrs = np.arange(s.paddr, s.paddr + filesz, dtype=np.uint64)
+            body = ((addrs * 7 + (addrs >> 12)) & 0xFF).astype(np.uint8).tobytes()
         phdrs.append(struct.pack("<IIQQQQQQ", PT_LOAD, 7, pos, vaddr, s.paddr, filesz, s.memsz, 0))
         blobs.append((pos, body))
         pos += filesz
