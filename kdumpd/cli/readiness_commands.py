@@ -104,7 +104,8 @@ def test(ctx: Context, args: list[str]) -> int:
         "kdump initrd: ",
         image_line(*_link(ctx.root, initrd)),
         "kexec command to be used:",
-        "  " + (format_kexec_command(argv) if argv else "none: no usable capture kernel"),
+        "  "
+        + (format_kexec_command(argv) if argv else "none: no usable capture kernel (see problems)"),
         "",
         *problem_lines(report),
     )
