@@ -1,0 +1,220 @@
+"""kdumpd-capture against Debian's makedumpfile on the same vmcores: wall time, CPU, peak RSS, size.
+
+    .venv/bin/python bench/capture_bench.py                     # fixture + generated, 3 rounds
+    .venv/bin/python bench/capture_bench.py --large             # also the 4 GiB guest
+    .venv/bin/python bench/capture_bench.py --large --huge      # and the 12 GiB guest
+    .venv/bin/python bench/capture_bench.py --inputs fixture --rounds 5 --json out.json
+
+Every run is one child process timed from fork to exit; its peak RSS and CPU time come from
+wait4(). Inputs are read once before the rounds so the page cache is warm for every tool, the
+tools alternate within each round, and outputs go to a scratch directory next to the inputs and
+are deleted after their size is taken. The table shows the median wall time of the rounds, the
+largest peak RSS, and the ratios kdumpd/makedumpfile (``-d 31 -c`` and ``-d 31 -l``).
+
+Generated vmcores come from tests/vmcores.py (made on first use, cached per machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+import vmcores  # noqa: E402 - the test helper that makes and caches vmcores
+
+FIXTURE = vmcores.CACHE / "vmcore-6.1-kexec"
+FIXTURE_ZST = REPO.parent / "shared" / "fixtures" / "vmcore-6.1-kexec.zst"
+KDUMPD = [str(REPO / ".venv" / "bin" / "kdumpd-capture")]
+DEFAULT_INPUTS = ["fixture", *vmcores.SPECS]
+LARGE = ["bench-deb12-6.1-4g"]
+HUGE = ["bench-deb12-6.1-12g"]
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    argv: tuple[str, ...]  # without input and output
+    makedumpfile: bool
+
+
+@dataclass
+class Run:
+    input: str
+    tool: str
+    wall: float
+    cpu: float
+    rss_kib: int
+    size: int
+    error: str = ""  # the last line of a failed run's output; its numbers are meaningless
+
+
+@dataclass(frozen=True)
+class Input:
+    name: str
+    ram_mib: int  # size of the vmcore, about the guest's RAM
+    for_kdumpd: Path
+    for_makedumpfile: Path  # QEMU's ELF needs the rewritten copy
+
+
+def tools(threads: int | None) -> list[Tool]:
+    out = [
+        Tool("makedumpfile -d 31 -c", ("makedumpfile", "-d", "31", "-c"), True),
+        Tool("makedumpfile -d 31 -l", ("makedumpfile", "-d", "31", "-l"), True),
+    ]
+    version = subprocess.run(["makedumpfile", "-v"], capture_output=True, text=True).stdout
+    if "zstd\tenabled" in version:
+        out.append(Tool("makedumpfile -d 31 -z", ("makedumpfile", "-d", "31", "-z"), True))
+    extra = ("--threads", str(threads)) if threads else ()
+    out += [
+        Tool("kdumpd-capture -d 31", (*KDUMPD, "-d", "31", *extra), False),
+        Tool("kdumpd-capture -d 31 -l", (*KDUMPD, "-d", "31", "-l", *extra), False),
+    ]
+    return out
+
+
+def resolve(name: str) -> Input:
+    if name == "fixture":
+        if not FIXTURE.exists():
+            tmp = FIXTURE.with_name(FIXTURE.name + f".tmp{os.getpid()}")
+            subprocess.run(
+                ["zstd", "-q", "-d", "--long=27", "-o", str(tmp), str(FIXTURE_ZST)], check=True
+            )
+            tmp.rename(FIXTURE)
+        return Input(name, _ram_mib(FIXTURE), FIXTURE, FIXTURE)
+    made = vmcores.ensure(name)
+    return Input(name, _ram_mib(made.vmcore), made.vmcore, made.makedumpfile_input)
+
+
+def _ram_mib(path: Path) -> int:
+    return round(path.stat().st_size / (1 << 20))
+
+
+def warm(path: Path) -> None:
+    """Read the file once so that every tool finds it in the page cache."""
+    with path.open("rb") as f:
+        while f.read(1 << 24):
+            pass
+
+
+def run_once(tool: Tool, src: Input, scratch: Path) -> Run:
+    out = scratch / "out.dump"
+    inp = src.for_makedumpfile if tool.makedumpfile else src.for_kdumpd
+    argv = ["nice", "-n", "5", *tool.argv, str(inp), str(out)]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    log = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    rc = os.waitstatus_to_exitcode(status)
+    proc.returncode = rc  # reaped by wait4 above, not by Popen
+    cpu = usage.ru_utime + usage.ru_stime
+    if rc != 0:
+        last = (log.decode(errors="replace").strip().splitlines() or [""])[-1]
+        out.unlink(missing_ok=True)
+        return Run(src.name, tool.name, wall, cpu, usage.ru_maxrss, 0, f"rc={rc}: {last}")
+    size = out.stat().st_size
+    out.unlink()
+    return Run(src.name, tool.name, wall, cpu, usage.ru_maxrss, size)
+
+
+def table(runs: list[Run], rounds: int, inputs: dict[str, Input]) -> str:
+    rows = [
+        f"| input | vmcore MiB | tool | wall s (median of {rounds}) | CPU s | peak RSS MiB "
+        "| output MiB | wall / mdf -c | wall / mdf -l | RSS / mdf -c | size / mdf -c |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    by_input: dict[str, dict[str, list[Run]]] = {}
+    failed: list[str] = []
+    for r in runs:
+        if r.error:
+            failed.append(f"- {r.input}, {r.tool}: FAILED {r.error}")
+        else:
+            by_input.setdefault(r.input, {}).setdefault(r.tool, []).append(r)
+    for name, per_tool in by_input.items():
+        stats = {
+            tool: (
+                statistics.median(r.wall for r in rs),
+                statistics.median(r.cpu for r in rs),
+                max(r.rss_kib for r in rs) / 1024,
+                rs[-1].size / (1 << 20),
+            )
+            for tool, rs in per_tool.items()
+        }
+        ref_c = stats.get("makedumpfile -d 31 -c")
+        ref_l = stats.get("makedumpfile -d 31 -l")
+        ram = inputs[name].ram_mib
+        for tool, (wall, cpu, rss, size) in stats.items():
+            ratios = ["", "", "", ""]
+            if tool.startswith("kdumpd") and ref_c and ref_l:
+                ratios = [
+                    f"{wall / ref_c[0]:.2f}",
+                    f"{wall / ref_l[0]:.2f}",
+                    f"{rss / ref_c[2]:.2f}",
+                    f"{size / ref_c[3]:.2f}",
+                ]
+            rows.append(
+                f"| {name} | {ram} | {tool} | {wall:.2f} | {cpu:.2f} | {rss:.1f} | {size:.1f} | "
+                + " | ".join(ratios)
+                + " |"
+            )
+    return "\n".join(rows + (["", *sorted(set(failed))] if failed else []))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--inputs", help=f"comma-separated (default: {','.join(DEFAULT_INPUTS)})")
+    parser.add_argument("--large", action="store_true", help=f"add {', '.join(LARGE)}")
+    parser.add_argument("--huge", action="store_true", help=f"add {', '.join(HUGE)}")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, help="kdumpd-capture --threads (default: its own)")
+    parser.add_argument("--only", choices=["makedumpfile", "kdumpd"], help="run one side only")
+    parser.add_argument("--json", type=Path, help="also write every run here")
+    args = parser.parse_args(argv)
+    names = args.inputs.split(",") if args.inputs else list(DEFAULT_INPUTS)
+    names += (LARGE if args.large else []) + (HUGE if args.huge else [])
+    selected = [
+        t
+        for t in tools(args.threads)
+        if args.only is None or t.makedumpfile == (args.only == "makedumpfile")
+    ]
+    runs: list[Run] = []
+    inputs: dict[str, Input] = {}
+    for name in names:
+        print(f"bench: preparing {name}", file=sys.stderr, flush=True)
+        src = inputs[name] = resolve(name)
+        for path in {src.for_kdumpd, src.for_makedumpfile}:
+            warm(path)
+        scratch = Path(tempfile.mkdtemp(prefix="kdumpd-bench.", dir=vmcores.CACHE))
+        try:
+            for round_no in range(args.rounds):
+                for tool in selected:
+                    run = run_once(tool, src, scratch)
+                    runs.append(run)
+                    print(
+                        f"bench: {name} round {round_no + 1} {tool.name}: {run.wall:.2f} s, "
+                        f"{run.rss_kib / 1024:.1f} MiB, {run.size} bytes {run.error}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    print(table(runs, args.rounds, inputs))
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in runs], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
