@@ -21,12 +21,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from kdumpd.errors import KdumpdError
+from kdumpd.savecore.layout import (
+    METADATA_FILE,
+    STATUS_COMPLETE,
+    STATUS_DMESG_ONLY,
+    STATUS_INCOMPLETE,
+)
 from kdumpd.system import SystemRoot
-
-METADATA_FILE = "metadata.json"
-STATUS_COMPLETE = "complete"
-STATUS_INCOMPLETE = "incomplete"
-STATUS_DMESG_ONLY = "dmesg-only"
 
 # YYYYMMDDHHMM, optionally prefixed by the sender's ip or hostname (remote dumps).
 _STAMP_DIR = re.compile(r"(?:(?P<host>[A-Za-z0-9][A-Za-z0-9._:-]{0,252})-)?(?P<stamp>\d{12})")
@@ -188,7 +189,7 @@ def _with_metadata(info: DumpInfo, meta: Mapping[str, object]) -> DumpInfo:
     if not meta:
         return info
     timestamp = _number(meta, "timestamp_us")
-    seconds = _number(meta, "timestamp")
+    seconds = _number(meta, "crash_time")
     if timestamp is None and seconds is not None:
         timestamp = seconds * 1_000_000
     status = info.status

@@ -37,7 +37,8 @@ from kdumpd.kexec import (
     NotReservedError,
 )
 from kdumpd.readiness import assess_machine
-from kdumpd.service.dumps import STATUS_COMPLETE, DumpIndex, DumpInfo
+from kdumpd.savecore.layout import STATUS_COMPLETE
+from kdumpd.service.dumps import DumpIndex, DumpInfo
 from kdumpd.service.names import ARMING_UNIT
 from kdumpd.sshkey import Runner, propagate_key, run_command
 from kdumpd.system import SystemRoot
