@@ -25,7 +25,12 @@ from pathlib import Path
 CACHE = Path(os.environ.get("KDUMPD_TEST_CACHE", "/var/tmp/kdumpd-test-cache")) / "system"
 HERE = Path(__file__).resolve().parent
 SUITE = "bookworm"
-MIRROR = "http://deb.debian.org/debian"
+# A current Debian 12, as users run it: the point release plus security and stable updates.
+SOURCES = (
+    f"deb http://deb.debian.org/debian {SUITE} main",
+    f"deb http://deb.debian.org/debian {SUITE}-updates main",
+    f"deb http://deb.debian.org/debian-security {SUITE}-security main",
+)
 
 # Everything the guest needs before kdumpd is installed: init, bus, polkit, the kernel and the
 # .deb's own dependencies, so that `apt install ./kdumpd_*.deb` works offline in the guest.
@@ -54,7 +59,34 @@ PACKAGES = (
 # Files of the image that the test itself adds: part of the base image's cache key.
 GUEST_FILES = (HERE / "guest_agent.py", HERE / "image.py")
 GUEST_USER = "tester"
-AGENT_PORT = "org.kdumpd.test.agent"
+# A name systemd needs no escaping for: its device unit is dev-virtio\x2dports-<name>.device.
+AGENT_PORT = "kdumpdtestagent"
+
+
+# Test instrument for the capture boot only: once a second, the capture kernel's available memory
+# and the dump service's cgroup memory go to the console, so the test can report what the capture
+# really used (the crashkernel= default and the suggested size are checked against it).
+MEMWATCH_SCRIPT = """\
+#!/bin/sh
+while :; do
+    a=$(awk '/^MemAvailable:/ { print $2 }' /proc/meminfo)
+    c=$(cat /sys/fs/cgroup/system.slice/kdump-tools-dump.service/memory.current 2>/dev/null)
+    echo "KDUMPD-TEST-MEM avail_kb=$a service_bytes=$c" >/dev/console
+    sleep 1
+done
+"""
+MEMWATCH_UNIT = """\
+[Unit]
+Description=kdumpd full-system test: memory use of the capture boot
+DefaultDependencies=no
+
+[Service]
+ExecStart=/usr/local/sbin/kdumpd-test-memwatch
+"""
+MEMWATCH_DROPIN = """\
+[Unit]
+Wants=kdumpd-test-memwatch.service
+"""
 
 
 class ImageError(RuntimeError):
@@ -77,7 +109,7 @@ def _key(*parts: bytes) -> str:
 
 
 def rootfs_key() -> str:
-    return _key(SUITE.encode(), "\n".join(PACKAGES).encode())
+    return _key("\n".join(SOURCES).encode(), "\n".join(PACKAGES).encode())
 
 
 def _run(cmd: list[str], **kw: object) -> None:
@@ -93,7 +125,7 @@ def build_rootfs() -> Path:
     if out.exists():
         return out
     CACHE.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(f".tmp{os.getpid()}")
+    tmp = out.with_suffix(f".tmp{os.getpid()}.tar")  # mmdebstrap picks the format by suffix
     _run(
         [
             "nice",
@@ -111,11 +143,19 @@ def build_rootfs() -> Path:
             ' | chroot "$1" debconf-set-selections',
             SUITE,
             str(tmp),
-            MIRROR,
+            *SOURCES,
         ]
     )
     tmp.rename(out)
+    _prune("rootfs-*.tar", keep=out)
     return out
+
+
+def _prune(pattern: str, keep: Path) -> None:
+    """Drop cache entries of older keys: each is hundreds of MB."""
+    for old in CACHE.glob(pattern):
+        if old.name.split(".")[0] != keep.name.split(".")[0]:
+            old.unlink()
 
 
 GUEST_SETUP = f"""\
@@ -134,8 +174,8 @@ AGENT_UNIT = f"""\
 [Unit]
 Description=kdumpd full-system test agent (virtio-serial)
 DefaultDependencies=no
-After=systemd-udevd.service dev-virtio\\x2dports-{AGENT_PORT.replace(".", "-")}.device
-BindsTo=dev-virtio\\x2dports-{AGENT_PORT.replace(".", "-")}.device
+After=systemd-udevd.service dev-virtio\\x2dports-{AGENT_PORT}.device
+BindsTo=dev-virtio\\x2dports-{AGENT_PORT}.device
 
 [Service]
 ExecStart=/usr/bin/python3 /usr/local/sbin/kdumpd-test-agent /dev/virtio-ports/{AGENT_PORT}
@@ -170,7 +210,14 @@ def _assemble(tar: Path, disk: Path, kernel: Path, initrd: Path, release_file: P
         agent.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(HERE / "guest_agent.py", agent)
         agent.chmod(0o755)
-        (root / "etc/systemd/system/kdumpd-test-agent.service").write_text(AGENT_UNIT)
+        memwatch = root / "usr/local/sbin/kdumpd-test-memwatch"
+        memwatch.write_text(MEMWATCH_SCRIPT)
+        memwatch.chmod(0o755)
+        units = root / "etc/systemd/system"
+        (units / "kdumpd-test-agent.service").write_text(AGENT_UNIT)
+        (units / "kdumpd-test-memwatch.service").write_text(MEMWATCH_UNIT)
+        (units / "kdump-tools-dump.service.d").mkdir()
+        (units / "kdump-tools-dump.service.d/kdumpd-test-memwatch.conf").write_text(MEMWATCH_DROPIN)
         _run(["chroot", str(root), "/bin/sh", "-c", GUEST_SETUP])
         vmlinuz = sorted((root / "boot").glob("vmlinuz-*"))
         if len(vmlinuz) != 1:
@@ -182,6 +229,7 @@ def _assemble(tar: Path, disk: Path, kernel: Path, initrd: Path, release_file: P
         shutil.copyfile(root / f"boot/initrd.img-{release}", initrd)
         release_file.write_text(release + "\n")
         tmp.rename(disk)
+    _prune("base-*", keep=disk)
 
 
 def make_overlay(base: BaseImage, workdir: Path) -> Path:
