@@ -13,6 +13,7 @@ For the D-Bus ``SetConfig``::
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import tempfile
@@ -106,6 +107,24 @@ def write_config(
 ) -> Config:
     """Apply ``changes`` to the config file under ``root`` atomically; return the new Config."""
     target = root.path(path)
+    # Two writers (the daemon, an admin's kdump-config) must not lose each other's changes: the
+    # read-modify-rename runs under a lock on the directory, which the rename does not replace.
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot write: {exc.strerror}") from exc
+    try:
+        fcntl.flock(dir_fd, fcntl.LOCK_EX)
+        return _write_locked(root, changes, path, dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _write_locked(
+    root: SystemRoot, changes: Mapping[str, str | None], path: str, dir_fd: int
+) -> Config:
+    target = root.path(path)
     old = root.read_text(path) or ""
     new_text = update_config_text(old, changes, path)
     config = parse_config(new_text, path)
@@ -113,7 +132,6 @@ def write_config(
         mode = target.stat().st_mode & 0o7777
     except FileNotFoundError:
         mode = 0o644
-    target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -128,9 +146,5 @@ def write_config(
         if isinstance(exc, OSError):
             raise ConfigError(f"{path}: cannot write: {exc.strerror}") from exc
         raise
-    dir_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    os.fsync(dir_fd)  # the rename itself is durable only once the directory is
     return config

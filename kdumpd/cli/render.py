@@ -96,7 +96,10 @@ def show_lines(
 def remote_lines(config: Config) -> list[str]:
     lines = []
     if config.ssh:
-        lines += [f"SSH:              {config.ssh}", f"SSH_KEY:          {config.ssh_key}"]
+        lines += [
+            f"SSH:              {config.value('SSH')}",
+            f"SSH_KEY:          {config.ssh_key}",
+        ]
     if config.nfs:
         lines += [
             f"NFS:              {config.value('NFS')}",
