@@ -33,13 +33,15 @@ class IomemEntry:
 
 
 def parse_iomem(text: str) -> list[IomemEntry]:
+    """/proc/iomem entries; none when every address reads 0 (the kernel hides them from
+    non-root readers, and zeros would pass for a real map)."""
     out = []
     for line in text.splitlines():
         m = re.match(r"( *)([0-9a-fA-F]+)-([0-9a-fA-F]+) : (.*)", line)
         if m:
             depth = len(m.group(1)) // 2
             out.append(IomemEntry(int(m.group(2), 16), int(m.group(3), 16), m.group(4), depth))
-    return out
+    return out if any(e.end for e in out) else []
 
 
 def parse_meminfo(text: str) -> dict[str, int]:
@@ -149,6 +151,14 @@ def free_bytes(path: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
+def writable_by_root(path: Path) -> bool:
+    """Whether root (who saves dumps) can write there: not on a read-only mount, and, when we
+    are root, no other obstacle (immutable flag, ACLs on a network file system)."""
+    if os.statvfs(path).f_flag & os.ST_RDONLY:
+        return False
+    return os.geteuid() != 0 or os.access(path, os.W_OK)
+
+
 def _nearest_existing(path: Path) -> Path:
     while not path.exists() and path != path.parent:
         path = path.parent
@@ -207,6 +217,6 @@ def read_system_state(
         initrd_link=_link_target(root, INITRD_LINK),
         coredir=coredir,
         coredir_free=disk_free(core),
-        coredir_writable=os.access(core, os.W_OK),
+        coredir_writable=writable_by_root(core),
         kexec_cmd=kexec_cmd.strip() if kexec_cmd else None,
     )
