@@ -99,7 +99,15 @@ def dump_dmesg(source: DumpSource, output: str | os.PathLike[str]) -> None:
         text_load = next(
             ((s.vaddr, s.paddr) for s in source.loads if s.vaddr >= START_KERNEL_MAP), None
         )
-    read = X86_64(source, info, text_load).read_virt
+    write_dmesg(iter_dmesg(info, X86_64(source, info, text_load).read_virt), output)
+
+
+def write_dmesg(pieces: Iterator[bytes], output: str | os.PathLike[str]) -> None:
+    """Write PIECES to OUTPUT through a temporary file that is renamed once written.
+
+    On DmesgCorruptError the sound part is kept, ended by a line that says where and why the
+    log stops, and the error propagates; on any other error no file is left behind.
+    """
     path = os.fspath(output)
     head, name = os.path.split(path)
     tmp = os.path.join(head, f".{name}.tmp{os.getpid()}")
@@ -110,7 +118,7 @@ def dump_dmesg(source: DumpSource, output: str | os.PathLike[str]) -> None:
     try:
         with os.fdopen(fd, "wb") as out:
             try:
-                for piece in iter_dmesg(info, read):
+                for piece in pieces:
                     out.write(piece)
             except DmesgCorruptError as exc:
                 out.write(b"\n[kdumpd: the log ends here: %s]\n" % str(exc).encode())

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import struct
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -25,6 +27,7 @@ from kdumpd.vmcore.printk import (
     dmesg_text,
     format_record,
     iter_dmesg,
+    write_dmesg,
 )
 from kdumpd.vmcore.vmcoreinfo import parse_vmcoreinfo
 
@@ -295,3 +298,46 @@ def test_fuzz_lockless_vmcoreinfo_values(values: dict[str, int]) -> None:
         if key in values:
             lines[i] = f"{key}={values[key]}"
     _run_bounded(parse_vmcoreinfo("\n".join(lines).encode()), image.memory)
+
+
+# -- writing the file -------------------------------------------------------------------------
+
+
+def test_write_dmesg_keeps_sound_records_of_a_corrupt_log_and_says_so(tmp_path: Path) -> None:
+    image = structured_image(recs(4), buf_len=4096)
+    second = struct.unpack_from("<H", image.buf, 8)[0]
+    struct.pack_into("<H", image.buf, second + 8, 3)
+    out = tmp_path / "dmesg.txt"
+    with pytest.raises(DmesgCorruptError):
+        write_dmesg(iter_dmesg(image.info, image.memory.read), out)
+    text = out.read_bytes()
+    assert text.startswith(expected(recs(2)) + b"\n[kdumpd: the log ends here: dmesg: log_buf is")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dmesg.txt"]
+
+
+def test_write_dmesg_leaves_nothing_when_the_log_cannot_be_read(tmp_path: Path) -> None:
+    image = lockless_image(recs(3))
+    del image.memory.regions[image.addrs["data"]]
+    with pytest.raises(DmesgError, match="cannot read printk text"):
+        write_dmesg(iter_dmesg(image.info, image.memory.read), tmp_path / "dmesg.txt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_dmesg_into_a_missing_directory_is_a_one_line_error(tmp_path: Path) -> None:
+    with pytest.raises(DmesgError, match=r"no/dmesg.txt: cannot create: No such file"):
+        write_dmesg(iter([b"x"]), tmp_path / "no" / "dmesg.txt")
+
+
+def test_write_dmesg_replaces_the_file_whole(tmp_path: Path) -> None:
+    image = lockless_image(recs(3))
+    out = tmp_path / "dmesg.txt"
+    out.write_bytes(b"old")
+    write_dmesg(iter_dmesg(image.info, image.memory.read), out)
+    assert out.read_bytes() == expected(recs(3))
+    assert out.stat().st_mode & 0o777 == 0o644 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
