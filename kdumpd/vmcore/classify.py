@@ -49,7 +49,7 @@ from kdumpd.vmcore.x86_64 import X86_64
 
 BoolArray = npt.NDArray[np.bool_]
 PGMM_CACHED = 512
-DEFAULT_CHUNK_PAGES = 1 << 15
+DEFAULT_CHUNK_PAGES = 1 << 13  # 512 KiB of struct pages: keeps numpy temporaries small
 LEVEL_NAMES = {
     DL_ZERO: "zero pages",
     DL_CACHE: "non-private cache pages",
@@ -481,23 +481,27 @@ def _compound(
 
 def _read_struct_pages(
     mem: X86_64, r: MemMapRange, a: int, b: int, size: int, examined: BoolArray
-) -> tuple[bytearray, BoolArray]:
+) -> tuple[bytes | bytearray, BoolArray]:
     """Struct pages of pfns ``[a, b)``, read as makedumpfile's cache does: each 512-pfn batch
     from its first examined pfn to the batch end. Unread entries are zero."""
     n = b - a
+    hits = np.flatnonzero(examined) + a
+    batches, first = np.unique(hits // PGMM_CACHED, return_index=True)
+    starts = hits[first]
+    ends = np.minimum((batches + 1) * PGMM_CACHED, b)
+    # A batch read from its first pfn continues the previous one's read.
+    joined = np.flatnonzero(starts[1:] != ends[:-1]) + 1
+    spans = list(
+        zip(
+            starts[np.concatenate(([0], joined))].tolist(),
+            ends[np.concatenate((joined - 1, [len(ends) - 1]))].tolist(),
+            strict=True,
+        )
+    )
+    if spans == [(a, b)]:
+        return mem.read_virt(r.mem_map + (a - r.start_pfn) * size, n * size), np.ones(n, bool)
     raw = bytearray(n * size)
     was_read = np.zeros(n, dtype=bool)
-    spans: list[tuple[int, int]] = []
-    for batch in range(a - a % PGMM_CACHED, b, PGMM_CACHED):
-        lo, hi = max(batch, a), min(batch + PGMM_CACHED, b)
-        hits = np.flatnonzero(examined[lo - a : hi - a])
-        if not len(hits):
-            continue
-        first = lo + int(hits[0])
-        if spans and spans[-1][1] == first:
-            spans[-1] = (spans[-1][0], hi)
-        else:
-            spans.append((first, hi))
     for lo, hi in spans:
         vaddr = r.mem_map + (lo - r.start_pfn) * size
         raw[(lo - a) * size : (hi - a) * size] = mem.read_virt(vaddr, (hi - lo) * size)
