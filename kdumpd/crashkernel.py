@@ -205,7 +205,10 @@ def format_size(n: int) -> str:
     return str(n)
 
 
-def dmesg_line(start: int, size: int) -> str:
-    """The line the kernel logs for a reservation (x86, Linux 6.7 and later)."""
+def dmesg_line(start: int, size: int, low: bool = False) -> str:
+    """The line the kernel logs for a reservation (Linux 6.7 and later); ``low``: the extra
+    region below 4G that ``,high`` reservations get."""
     end = start + size
+    if low:
+        return f"crashkernel low memory reserved: 0x{start:08x} - 0x{end:08x} ({size // MiB} MB)"
     return f"crashkernel reserved: 0x{start:016x} - 0x{end:016x} ({size // MiB} MB)"

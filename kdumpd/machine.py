@@ -130,11 +130,19 @@ class SystemState:
         return tuple(e for e in self.iomem if e.name == "Crash kernel")
 
     @property
+    def crash_main(self) -> IomemEntry | None:
+        """The region the capture kernel loads into: the highest one when ``,high`` (or the
+        fallback above 4G) added a low region for DMA below it."""
+        regions = self.crash_regions
+        return max(regions, key=lambda e: e.start) if regions else None
+
+    @property
     def crash_reserved(self) -> int:
-        """Bytes reserved for the capture kernel (sysfs, else the iomem regions)."""
+        """Bytes of the main crash region (sysfs ``kexec_crash_size``, else /proc/iomem)."""
         if self.kexec_crash_size is not None:
             return self.kexec_crash_size
-        return sum(e.size for e in self.crash_regions)
+        main = self.crash_main
+        return main.size if main else 0
 
     @property
     def kexec_file_required(self) -> bool:

@@ -266,7 +266,7 @@ def assess(root: SystemRoot, config: Config, system: SystemState) -> Report:
         state = "ready"
     else:
         state = "not-ready"
-    regions = system.crash_regions
+    main = system.crash_main
     return Report(
         state=state,
         problems=tuple(problems),
@@ -274,7 +274,7 @@ def assess(root: SystemRoot, config: Config, system: SystemState) -> Report:
         armed=armed,
         expected=expected,
         reserved=system.crash_reserved,
-        reserved_start=regions[0].start if regions else None,
+        reserved_start=main.start if main else None,
         suggested=suggested,
         images=images,
         cmdline=capture_cmdline(system.cmdline, config),

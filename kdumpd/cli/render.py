@@ -45,12 +45,17 @@ def state_text(report: Report) -> str:
     return f"ready to {mode}" if report.state == "ready" else f"Not ready to {mode}"
 
 
-def reserved_line(report: Report) -> str:
-    if report.reserved_start is not None and report.reserved:
-        return dmesg_line(report.reserved_start, report.reserved)
+def reserved_lines(report: Report) -> list[str]:
+    """The reservation as the kernel logged it at boot (``dmesg | grep -i crashkernel``)."""
+    main = report.system.crash_main
+    if main is not None:
+        low = [e for e in report.system.crash_regions if e is not main]
+        return [dmesg_line(e.start, e.size, low=True) for e in low] + [
+            dmesg_line(main.start, main.size)
+        ]
     if report.expected.param:
-        return f"crashkernel reserved: none ({report.expected.param})"
-    return "crashkernel reserved: none (no crashkernel= on the kernel command line)"
+        return [f"crashkernel reserved: none ({report.expected.param})"]
+    return ["crashkernel reserved: none (no crashkernel= on the kernel command line)"]
 
 
 def problem_lines(report: Report) -> list[str]:
@@ -85,7 +90,7 @@ def show_lines(
         lines += [
             "",
             f"crashkernel suggested size: {report.suggested}",
-            reserved_line(report),
+            *reserved_lines(report),
             "",
             "kexec command:",
             "  " + (last_command or "no kexec command recorded"),

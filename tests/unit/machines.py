@@ -48,8 +48,8 @@ class Machine:
         os.truncate(p, size)
 
 
-def iomem(ram: int, crash: tuple[int, int] | None) -> str:
-    """A plausible x86 /proc/iomem with ``ram`` bytes of System RAM and a crash region."""
+def iomem(ram: int, crash: tuple[int, int] | None, crash_low: tuple[int, int] | None = None) -> str:
+    """A plausible x86 /proc/iomem: ``ram`` bytes of System RAM, crash regions (start, size)."""
     low_top = min(ram, 3 * GiB)
     lines = [
         "00000000-00000fff : Reserved",
@@ -58,8 +58,9 @@ def iomem(ram: int, crash: tuple[int, int] | None) -> str:
         f"00100000-{low_top - 1:08x} : System RAM",
         "  01000000-01ffffff : Kernel code",
     ]
-    if crash and crash[0] < low_top:
-        lines.append(f"  {crash[0]:08x}-{crash[0] + crash[1] - 1:08x} : Crash kernel")
+    for region in (crash_low, crash):
+        if region and region[0] < low_top:
+            lines.append(f"  {region[0]:08x}-{region[0] + region[1] - 1:08x} : Crash kernel")
     lines.append(f"{low_top:08x}-{4 * GiB - 1:08x} : PCI Bus 0000:00")
     if ram > low_top:
         # The hole below 4G is remapped above it, as firmware does.
@@ -103,6 +104,7 @@ def build_machine(
     ram: int = 3 * GiB,
     cmdline: str = f"{BASE_CMDLINE} {UBUNTU_CRASHKERNEL}",
     crash: tuple[int, int] | None = (0x60000000, 320 * MiB),
+    crash_low: tuple[int, int] | None = None,  # the extra region of crashkernel=...,high
     loaded: bool | None = True,
     cpus: int = 4,
     swap: int = 0,
@@ -117,7 +119,7 @@ def build_machine(
     m = Machine(root)
     crash_size = crash[1] if crash else 0
     m.write("/proc/cmdline", cmdline + "\n")
-    m.write("/proc/iomem", iomem(ram, crash))
+    m.write("/proc/iomem", iomem(ram, crash, crash_low))
     m.write("/proc/meminfo", meminfo(ram - crash_size - 90 * MiB, ram // 2, swap))
     m.write("/proc/sys/kernel/osrelease", RELEASE + "\n")
     m.write("/proc/sys/kernel/arch", "x86_64\n")

@@ -222,3 +222,23 @@ def test_no_kexec_support(tmp_path: Path) -> None:
         "crashkernel-missing",
         "sysrq-unavailable",
     ]
+
+
+def test_high_and_low_regions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    build_machine(
+        tmp_path,
+        ram=8 * GiB,
+        cmdline=f"{BASE_CMDLINE} crashkernel=1G,high",
+        crash=(0x200000000, GiB),
+        crash_low=(0x50000000, 256 * MiB),
+    )
+    report = report_for(tmp_path)
+    assert (report.state, codes(report)) == ("ready", [])
+    assert (report.expected.total, report.reserved) == (GiB + 256 * MiB, GiB)
+    rc, lines = show(tmp_path, capsys, "show")
+    assert rc == 0
+    assert lines[3] == "crashkernel addr: 0x50000000 0x200000000"
+    assert lines[10:12] == [
+        "crashkernel low memory reserved: 0x50000000 - 0x60000000 (256 MB)",
+        "crashkernel reserved: 0x0000000200000000 - 0x0000000240000000 (1024 MB)",
+    ]
