@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 from kdumpd.cli.capture import build_parser, open_source
 from kdumpd.dumpfile.pages import popcount
@@ -22,9 +24,8 @@ from kdumpd.dumpfile.sink import Sink
 from kdumpd.errors import ConfigError, KdumpdError, UsageError
 from kdumpd.savecore.run import CrashFacts, DumpResult
 from kdumpd.savecore.space import estimate_dump_size
-from kdumpd.vmcore.printk import dmesg_text
+from kdumpd.vmcore.printk import DmesgCorruptError, dump_dmesg
 from kdumpd.vmcore.vmcoreinfo import Vmcoreinfo, parse_vmcoreinfo
-from kdumpd.vmcore.x86_64 import X86_64
 
 
 def capture_options(makedump_args: Sequence[str], config_path: str) -> CaptureOptions:
@@ -70,8 +71,15 @@ class VmcoreEngine:
         self.compression = "none" if options.elf else options.compression
         self._selection: Selection | None = None
 
-    def dmesg(self) -> bytes:
-        return dmesg_text(self.info, X86_64(self.source, self.info).read_virt)
+    def dmesg(self) -> tuple[bytes, str | None]:
+        """The crashed kernel's log, and why it stops early when its records are corrupt."""
+        with tempfile.TemporaryDirectory(prefix="kdumpd-dmesg.") as tmp:
+            out = Path(tmp, "dmesg")
+            try:
+                dump_dmesg(self.source, out)
+            except DmesgCorruptError as exc:  # the sound records before the damage are kept
+                return out.read_bytes(), f"dmesg: {exc}"
+            return out.read_bytes(), None
 
     def _select(self) -> Selection:
         if self._selection is None:

@@ -55,7 +55,9 @@ class Engine(Protocol):
     format_name: str
     compression: str
 
-    def dmesg(self) -> bytes: ...
+    def dmesg(self) -> tuple[bytes, str | None]:
+        """The log text, and an error when only its sound part could be read."""
+        ...
 
     def dumpable_pages(self) -> int:
         """Pages the dump level keeps (the classifier's count), computed once."""
@@ -112,7 +114,7 @@ class Capture:
         if not self._dmesg_done:
             t0 = time.monotonic()
             try:
-                self._dmesg = self.engine.dmesg()
+                self._dmesg, self._dmesg_error = self.engine.dmesg()
             except KdumpdError as exc:
                 self._dmesg_error = f"dmesg: {exc}"
             self._dmesg_seconds = time.monotonic() - t0
@@ -176,6 +178,8 @@ class Capture:
             meta.errors.append(self._dmesg_error or "dmesg: not available")
             self.log(f"kdumpd-capture: {self._dmesg_error}")
             return
+        if self._dmesg_error:  # a damaged log: its sound part is saved, the damage reported
+            meta.errors.append(self._dmesg_error)
         name = layout.dmesg_file_name(target.stamp)
         target.write_file(name, text)
         meta.files["dmesg"] = name

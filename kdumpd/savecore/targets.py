@@ -66,8 +66,8 @@ class BudgetSink:
     def seekable(self) -> bool:
         return self.inner.seekable
 
-    def write_at(self, offset: int, data: Buffer) -> None:
-        if offset + memoryview(data).nbytes > self.budget:
+    def write_at(self, offset: int, *parts: Buffer) -> None:
+        if offset + sum(memoryview(p).nbytes for p in parts) > self.budget:
             self.exhausted = True
             raise DumpWriteError(
                 self.name,
@@ -77,7 +77,7 @@ class BudgetSink:
                     "(free space less the reserve kept free)",
                 ),
             )
-        self.inner.write_at(offset, data)
+        self.inner.write_at(offset, *parts)
 
     def finish(self) -> None:
         self.inner.finish()

@@ -9,7 +9,7 @@
 /bin/busybox --install -s /bin
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin PYTHONPATH=/opt/kdumpd/site PYTHONDONTWRITEBYTECODE=1
 export HOME=/root
-mkdir -p /proc /sys /dev /tmp /run /var/crash /var/lib/kdump /etc/default /root/.ssh
+mkdir -p /proc /sys /dev /tmp /run /var/crash /var/lib/kdump /boot /etc/default /root/.ssh
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 exec </dev/console >/dev/console 2>&1
 up() { cut -d' ' -f1 /proc/uptime; }
@@ -32,7 +32,7 @@ cfg ssh_config /root/.ssh/config 600
 hostname kdumpd-vm
 
 if [ "$MODE" = first ]; then
-  mount -t ext4 -o ro "$(findfs LABEL=kdumpboot)" /var/lib/kdump || fail "mount boot disk"
+  mkdir -p /boot; mount -t ext4 -o ro "$(findfs LABEL=kdumpboot)" /boot || fail "mount boot disk"
   echo 1 > /proc/sys/kernel/sysrq
   t0=$(up)
   kdump-config load; rc=$?

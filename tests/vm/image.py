@@ -41,6 +41,18 @@ GUEST_MODULES = [
     "ext4",
 ]
 GUEST_BINARIES = ["/usr/bin/ssh", "/usr/bin/scp"]
+# The guest takes numpy, zstandard and pyelftools from Debian 12's packages, as the kdumpd .deb
+# does (it depends on them), not from the venv: that proves the code on Debian's versions, and
+# pip's numpy wheel brings a 25 MiB OpenBLAS that a capture kernel would have to unpack into its
+# reserved memory.  They are fetched with apt-get download and unpacked, never installed.
+DEBIAN_PACKAGES = [
+    "python3-numpy",
+    "python3-zstandard",
+    "python3-pyelftools",
+    "libblas3",
+    "liblapack3",
+    "libgfortran5",
+]
 # What the guest runs: every kdumpd module except the D-Bus service, plus the stdlib modules that
 # only error paths import lazily (so a failure in the capture kernel is reported, not hidden by an
 # ImportError).
@@ -107,55 +119,95 @@ def kernel() -> Kernel:
     return Kernel(root, release)
 
 
+def debian_packages() -> list[Path]:
+    """DEBIAN_PACKAGES unpacked under the fixture cache (downloaded once); their roots."""
+    debs = FIXTURE_CACHE / "debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    roots = []
+    for pkg in DEBIAN_PACKAGES:
+        found = sorted(debs.glob(f"{pkg}_*.deb"))
+        if not found:
+            try:
+                _run(["apt-get", "download", pkg], cwd=debs)
+            except subprocess.CalledProcessError as exc:
+                raise ImageError(f"apt-get download {pkg} failed: {exc.stderr}") from exc
+            found = sorted(debs.glob(f"{pkg}_*.deb"))
+        root = FIXTURE_CACHE / "unpacked" / found[-1].stem
+        if not (root / ".complete").exists():
+            shutil.rmtree(root, ignore_errors=True)
+            root.mkdir(parents=True)
+            _run(["dpkg-deb", "-x", str(found[-1]), str(root)])
+            (root / ".complete").touch()
+        roots.append(root)
+    return roots
+
+
 def _copy(src: Path, dest_root: Path, dest: str | None = None) -> None:
     target = dest_root / (dest or str(src)).lstrip("/")
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy2(src, target, follow_symlinks=True)
 
 
-def _libraries(binary: Path) -> list[Path]:
+def _libraries(binary: Path, env: dict[str, str] | None = None) -> list[Path]:
     """Shared libraries a binary or extension module loads, as ldd resolves them here."""
-    out = subprocess.run(["ldd", str(binary)], text=True, capture_output=True).stdout
+    out = subprocess.run(["ldd", str(binary)], text=True, capture_output=True, env=env).stdout
+    if "not found" in out:
+        raise ImageError(f"{binary}: unresolved libraries:\n{out}")
     return [Path(p) for p in re.findall(r"(/\S+\.so[^\s]*)", out)]
+
+
+def _site_of(f: Path) -> Path | None:
+    return next((p for p in f.parents if p.name in ("site-packages", "dist-packages")), None)
 
 
 def _stage_python(stage: Path) -> list[str]:
     """Copy the interpreter and the modules kdumpd needs; return import errors seen on the host."""
-    venv_python = REPO / ".venv" / "bin" / "python"
-    python = venv_python if venv_python.exists() else Path(sys.executable)
+    deb_roots = debian_packages()
+    deb_site = [r / "usr/lib/python3/dist-packages" for r in deb_roots]
+    lib_dirs = [r / "usr/lib/x86_64-linux-gnu" for r in deb_roots]
+    deb_libs = [d for top in lib_dirs if top.is_dir() for d in [top, *top.rglob("*")] if d.is_dir()]
+    venv_site = sorted((REPO / ".venv/lib").glob("python3*/site-packages"))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(map(str, [REPO, *deb_site, *venv_site]))
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(map(str, deb_libs))
+    interpreter = Path(f"/usr/bin/python{sys.version_info[0]}.{sys.version_info[1]}")
     res = _run(
-        [str(python), "-s", "-c", INVENTORY_SCRIPT, ",".join(PY_SKIP_PACKAGES), *PY_ENTRY_MODULES],
+        [
+            str(interpreter),
+            "-s",
+            "-c",
+            INVENTORY_SCRIPT,
+            ",".join(PY_SKIP_PACKAGES),
+            *PY_ENTRY_MODULES,
+        ],
         cwd=REPO,
+        env=env,
     )
     inv = json.loads(res.stdout)
     version = inv["version"]
     stdlib = Path(inv["prefix"]) / "lib" / f"python{version}"
-    interpreter = Path(f"/usr/bin/python{version}")
     _copy(interpreter, stage)
     binaries: list[Path] = [interpreter, *map(Path, GUEST_BINARIES)]
     for name in inv["files"]:
         f = Path(name)
         if f.is_relative_to(REPO / "kdumpd"):
             continue  # the package is copied whole below
-        if f.is_relative_to(stdlib):
-            dest = str(f)
-        else:
-            site = next(p for p in f.parents if p.name in ("site-packages", "dist-packages"))
-            dest = "/opt/kdumpd/site/" + str(f.relative_to(site))
+        site = _site_of(f)
+        dest = str(f) if site is None else "/opt/kdumpd/site/" + str(f.relative_to(site))
         _copy(f, stage, dest)
         if f.suffix == ".so":
             binaries.append(f)
-            # wheels carry their own libraries next to the package (numpy.libs, …): keep the
-            # relative layout so the extension's $ORIGIN rpath still finds them
-            for lib in _libraries(f):
-                if "site-packages" in lib.parts or "dist-packages" in lib.parts:
-                    site = next(
-                        p for p in lib.parents if p.name in ("site-packages", "dist-packages")
-                    )
-                    _copy(lib, stage, "/opt/kdumpd/site/" + str(lib.relative_to(site)))
     for b in binaries:
-        for lib in _libraries(b):
-            if "site-packages" not in lib.parts and "dist-packages" not in lib.parts:
+        for lib in _libraries(b, env):
+            site = _site_of(lib)
+            if site is not None:
+                # wheels carry libraries beside the package (numpy.libs, drgn.libs): keep the
+                # relative layout so the extension's $ORIGIN rpath still finds them
+                _copy(lib, stage, "/opt/kdumpd/site/" + str(lib.relative_to(site)))
+            elif any(lib.is_relative_to(r) for r in deb_roots):
+                # unpacked, not installed: no alternatives links, so straight into the lib dir
+                _copy(lib, stage, f"/usr/lib/x86_64-linux-gnu/{lib.name}")
+            else:
                 _copy(lib, stage)
     _copy(Path("/lib64/ld-linux-x86-64.so.2"), stage)
     # os.py is the landmark by which the interpreter finds its prefix
@@ -171,6 +223,7 @@ def _stage_python(stage: Path) -> list[str]:
             "-m",
             "compileall",
             "-q",
+            "-b",
             "-j",
             "0",
             "--invalidation-mode",
@@ -183,6 +236,10 @@ def _stage_python(stage: Path) -> list[str]:
             str(stage / "usr/lib"),
         ]
     )
+    # sourceless: the .pyc sits where the .py was and the source is dropped, which saves
+    # space and the compile at every start (tracebacks still name file and line)
+    for src in stage.rglob("*.py"):
+        src.unlink()
     for name, module in (("kdump-config", "kdump_config"), ("kdumpd-capture", "capture")):
         script = stage / "usr/sbin" / name
         script.parent.mkdir(parents=True, exist_ok=True)

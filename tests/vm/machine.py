@@ -4,7 +4,7 @@ One cycle: the first kernel boots with ``crashkernel=``, arms the capture kernel
 ``kdump-config load`` and crashes; the capture kernel runs ``kdumpd-capture savecore``, which
 reboots, and ``-no-reboot`` turns that reboot into qemu's exit.  The case's configuration reaches
 the guest through fw_cfg files, the kernel and initramfs that ``kdump-config load`` arms through a
-read-only boot disk (mounted on /var/lib/kdump), and the dump lands on the target disk.
+read-only boot disk (mounted on /boot), and the dump lands on the target disk.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def boot_cycle(
     stage = work / "boot-stage"
     shutil.rmtree(stage, ignore_errors=True)
     stage.mkdir()
-    # kdump-tools' layout: the kernel and initrd kdump-config arms, under /var/lib/kdump
+    # the kernel and initrd that kdump-config arms (KDUMP_KERNEL, KDUMP_INITRD under /boot)
     shutil.copy(image.kernel.vmlinuz, stage / "vmlinuz")
     shutil.copy(image.initrd, stage / "initrd.img")
     boot = work / "boot.ext4"
