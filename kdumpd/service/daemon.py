@@ -30,7 +30,7 @@ from kdumpd.config import CONFIG_PATH
 from kdumpd.errors import KdumpdError
 from kdumpd.kexec import port_for
 from kdumpd.service.dumps import DumpInfo
-from kdumpd.service.interface import DumpInterface, ManagerInterface, remember_call
+from kdumpd.service.interface import DumpInterface, ManagerInterface, remember_call, variants
 from kdumpd.service.manager import Manager, Status
 from kdumpd.service.names import BUS_NAME, MANAGER_PATH, Action, dump_object_path
 from kdumpd.service.polkit import Authority, PolkitAuthority
@@ -64,9 +64,10 @@ class Daemon:
     # -- Backend -------------------------------------------------------------------------------
 
     async def run(
-        self, action: Action, sender: str, interactive: bool, work: Callable[[], Any]
+        self, what: str, action: Action, sender: str, interactive: bool, work: Callable[[], Any]
     ) -> Any:
         await self.authority.check(sender, action, interactive)
+        log.info("%s called by %s", what, sender)
         async with self._lock:
             try:
                 return await asyncio.to_thread(work)
@@ -104,6 +105,8 @@ class Daemon:
         old, self.status = self.status, new
         before, after = old.properties(), new.properties()
         changed = {k: v for k, v in after.items() if before[k] != v}
+        if "LastTest" in changed:
+            changed["LastTest"] = variants(new.last_test)
         if changed:
             self.interface.emit_properties_changed(changed)
         self._sync_dumps()

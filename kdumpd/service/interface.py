@@ -97,7 +97,7 @@ class Backend(Protocol):
     status: Status
 
     async def run(
-        self, action: Action, sender: str, interactive: bool, work: Callable[[], Any]
+        self, what: str, action: Action, sender: str, interactive: bool, work: Callable[[], Any]
     ) -> Any:
         """Authorize ``sender`` for ``action``, run ``work`` in a worker thread, refresh state."""
         ...
@@ -134,10 +134,10 @@ def _caller() -> tuple[str, bool]:
     return msg.sender, bool(msg.flags & MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION)
 
 
-async def _guarded(backend: Backend, action: Action, work: Callable[[], Any]) -> Any:
+async def _guarded(backend: Backend, what: str, action: Action, work: Callable[[], Any]) -> Any:
     sender, interactive = _caller()
     try:
-        return await backend.run(action, sender, interactive, work)
+        return await backend.run(what, action, sender, interactive, work)
     except Exception as exc:
         raise bus_error(exc) from None
 
@@ -219,18 +219,20 @@ class ManagerInterface(ServiceInterface):
     @signature("a{sv}")
     async def Arm(self, options: dict[str, Variant]) -> None:
         enable = _options(options, {"enable": "b"}).get("enable", True)
-        await _guarded(self._backend, Action.MANAGE, lambda: self._manager.arm(enable))
+        await _guarded(self._backend, "Arm", Action.MANAGE, lambda: self._manager.arm(enable))
 
     @method()
     @signature("a{sv}")
     async def Disarm(self, options: dict[str, Variant]) -> None:
         disable = _options(options, {"disable": "b"}).get("disable", True)
-        await _guarded(self._backend, Action.MANAGE, lambda: self._manager.disarm(disable))
+        await _guarded(
+            self._backend, "Disarm", Action.MANAGE, lambda: self._manager.disarm(disable)
+        )
 
     @method()
     @signature()
     async def Reload(self) -> None:
-        await _guarded(self._backend, Action.MANAGE, self._manager.reload)
+        await _guarded(self._backend, "Reload", Action.MANAGE, self._manager.reload)
 
     @method()
     @signature(returns="a{sv}")
@@ -246,7 +248,10 @@ class ManagerInterface(ServiceInterface):
         rearm = _options(options, {"rearm": "b"}).get("rearm", True)
         values = {name: v.value for name, v in changes.items()}
         await _guarded(
-            self._backend, Action.MANAGE, lambda: self._manager.set_config(values, rearm)
+            self._backend,
+            "SetConfig",
+            Action.MANAGE,
+            lambda: self._manager.set_config(values, rearm),
         )
 
     @method()
@@ -258,15 +263,16 @@ class ManagerInterface(ServiceInterface):
     @signature("a{sv}")
     async def TestCrash(self, options: dict[str, Variant]) -> None:
         _options(options, {})
-        await _guarded(self._backend, Action.TEST_CRASH, self._manager.prepare_test_crash)
+        await _guarded(
+            self._backend, "TestCrash", Action.TEST_CRASH, self._manager.prepare_test_crash
+        )
         self._backend.schedule_crash()
 
     @method()
     @signature(returns="s")
     async def PropagateKey(self) -> str:
-        result: str = await _guarded(
-            self._backend, Action.MANAGE, self._manager.propagate_key
-        )
+        work = self._manager.propagate_key
+        result: str = await _guarded(self._backend, "PropagateKey", Action.MANAGE, work)
         return result
 
 
@@ -346,7 +352,7 @@ class DumpInterface(ServiceInterface):
     async def Delete(self) -> None:
         dump_id = self.info.id
         await _guarded(
-            self._backend, Action.DELETE_DUMP, lambda: self._manager.delete_dump(dump_id)
+            self._backend, "Delete", Action.DELETE_DUMP, lambda: self._manager.delete_dump(dump_id)
         )
 
 

@@ -27,7 +27,7 @@ from kdumpd.arming import (
 )
 from kdumpd.config import Config, load_config
 from kdumpd.config_write import write_config
-from kdumpd.errors import ConfigError, KdumpdError
+from kdumpd.errors import ConfigError, KdumpdError, SystemReadError
 from kdumpd.kexec import (
     ArmError,
     BusyError,
@@ -193,7 +193,10 @@ class Manager:
     # -- reading -------------------------------------------------------------------------------
 
     def config(self) -> Config:
-        return load_config(self.root)
+        try:
+            return load_config(self.root)
+        except SystemReadError as exc:  # the file exists but cannot be read: a config problem
+            raise ConfigError(str(exc)) from exc
 
     def status(self) -> Status:
         try:
@@ -304,6 +307,9 @@ class Manager:
         if len(changes) > MAX_CHANGES:
             raise ConfigError(f"too many changes at once ({len(changes)} > {MAX_CHANGES})")
         texts = {name: variant_text(name, value) for name, value in changes.items()}
+        for name, text in texts.items():
+            if ".." in text.split("/"):
+                raise ConfigError(f"{name}: '..' in a path is not accepted, found {text!r}")
         was_loaded = bool(read_loaded(self.root))
         config = write_config(self.root, {k: (v or None) for k, v in texts.items()})
         if not rearm or not was_loaded:
