@@ -50,16 +50,15 @@ class FlatSink:
 
     def _emit(self, *parts: Buffer) -> None:
         try:
-            for part in parts:
-                write_all(self.fd, part)
+            write_all(self.fd, parts)
         except OSError as exc:
             raise DumpWriteError(self.name, exc) from exc
 
-    def write_at(self, offset: int, data: Buffer) -> None:
-        size = memoryview(data).nbytes
+    def write_at(self, offset: int, *parts: Buffer) -> None:
+        size = sum(memoryview(p).nbytes for p in parts)
         if size == 0:
             return  # an empty record would end makedumpfile -R's loop early
-        self._emit(_RECORD.pack(offset, size), data)
+        self._emit(_RECORD.pack(offset, size), *parts)
 
     def finish(self) -> None:
         self._emit(END_RECORD)
@@ -120,7 +119,7 @@ def _copy_record(
             _mark_incomplete(out_fd)
             raise FlatFormatError(f"input: record {index} is cut short; {out_name} is incomplete")
         try:
-            write_all(out_fd, chunk, offset)
+            write_all(out_fd, [chunk], offset)
         except OSError as exc:
             _mark_incomplete(out_fd)
             raise DumpWriteError(out_name, exc) from exc

@@ -148,9 +148,8 @@ class KdumpWriter:
         descs["offset"][zero_idx] = self._zero_offset
         descs["size"][zero_idx] = ps
 
-        data = b"".join(chunks)
-        self._write(self._data_cursor, data)
-        self._data_cursor += len(data)
+        self._write(self._data_cursor, *chunks)
+        self._data_cursor += int(sizes.sum())
         self._write(self._desc_cursor, descs.tobytes())
         self._desc_cursor += descs.nbytes
         self.stats.pages += n
@@ -180,9 +179,9 @@ class KdumpWriter:
         self._write(0, self.header(incomplete=True).pack())
         self.sink.finish()
 
-    def _write(self, offset: int, data: bytes) -> None:
-        self.sink.write_at(offset, data)
-        self.stats.bytes_written += len(data)
+    def _write(self, offset: int, *parts: Page) -> None:
+        self.sink.write_at(offset, *parts)
+        self.stats.bytes_written += sum(memoryview(p).nbytes for p in parts)
 
 
 def _fit(bitmap: npt.NDArray[np.uint8], size: int) -> bytes:

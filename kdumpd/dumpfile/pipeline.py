@@ -31,7 +31,8 @@ from kdumpd.dumpfile.progress import Progress
 from kdumpd.dumpfile.sink import DumpWriteError, Sink
 from kdumpd.vmcore.source import DumpSource
 
-DEFAULT_BATCH_PAGES: Final = 512
+# 1 MiB of pages per batch: large enough that per-call costs vanish, small enough for RSS.
+DEFAULT_BATCH_PAGES: Final = 256
 
 
 @dataclass(frozen=True)

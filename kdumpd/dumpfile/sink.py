@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Protocol, TypeAlias
+from collections.abc import Sequence
+from typing import Final, Protocol, TypeAlias
 
 from kdumpd.errors import KdumpdError
 
 Buffer: TypeAlias = bytes | bytearray | memoryview
+_IOV_MAX: Final = 1024  # Linux's limit on buffers per writev
 
 
 class DumpWriteError(KdumpdError):
@@ -33,21 +35,31 @@ class Sink(Protocol):
         """True when a part already written may be rewritten later (the header at the end)."""
         ...
 
-    def write_at(self, offset: int, data: Buffer) -> None: ...
+    def write_at(self, offset: int, *parts: Buffer) -> None:
+        """Write ``parts`` back to back from ``offset`` (one gathered write, no joined copy)."""
+        ...
 
     def finish(self) -> None:
         """Make everything written durable (fsync) or terminate the stream."""
         ...
 
 
-def write_all(fd: int, data: Buffer, offset: int | None = None) -> None:
-    """Write every byte (``os.write``/``os.pwrite`` may write less than asked)."""
-    view = memoryview(data).cast("B")
-    while view:
-        n = os.write(fd, view) if offset is None else os.pwrite(fd, view, offset)
+def write_all(fd: int, parts: Sequence[Buffer], offset: int | None = None) -> None:
+    """Write every byte of ``parts`` with gathered writes, resuming after short writes."""
+    views = [v for v in (memoryview(p).cast("B") for p in parts) if v.nbytes]
+    i = 0
+    while i < len(views):
+        group = views[i : i + _IOV_MAX]
+        n = os.writev(fd, group) if offset is None else os.pwritev(fd, group, offset)
         if offset is not None:
             offset += n
-        view = view[n:]
+        while n:
+            if n >= views[i].nbytes:
+                n -= views[i].nbytes
+                i += 1
+            else:
+                views[i] = views[i][n:]
+                n = 0
 
 
 class FileSink:
@@ -67,9 +79,9 @@ class FileSink:
             raise DumpWriteError(path, exc) from exc
         return cls(fd, path)
 
-    def write_at(self, offset: int, data: Buffer) -> None:
+    def write_at(self, offset: int, *parts: Buffer) -> None:
         try:
-            write_all(self.fd, data, offset)
+            write_all(self.fd, parts, offset)
         except OSError as exc:
             raise DumpWriteError(self.name, exc) from exc
 
@@ -90,7 +102,7 @@ class NullSink:
     seekable = True
     name = "<dry run>"
 
-    def write_at(self, offset: int, data: Buffer) -> None:
+    def write_at(self, offset: int, *parts: Buffer) -> None:
         pass
 
     def finish(self) -> None:
