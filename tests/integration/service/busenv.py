@@ -50,24 +50,23 @@ BUS_CONF = """<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-BUS Bus Configur
     <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus"/>
     <allow send_destination="org.freedesktop.DBus"
            send_interface="org.freedesktop.DBus.Introspectable"/>
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Properties"/>
+    <allow send_destination="org.freedesktop.DBus"
+           send_interface="org.freedesktop.DBus.Properties"/>
   </policy>
   <policy user="root">
-    <allow send_destination="org.freedesktop.DBus" send_interface="org.freedesktop.DBus.Monitoring"/>
+    <allow send_destination="org.freedesktop.DBus"
+           send_interface="org.freedesktop.DBus.Monitoring"/>
   </policy>
   <include>{repo}/dbus/org.kdumpd.Kdump1.conf</include>
   <include>/usr/share/dbus-1/system.d/org.freedesktop.PolicyKit1.conf</include>
 </busconfig>
 """
 
-POLKIT_RULE = (
-    """polkit.addRule(function(action, subject) {
-    if (action.id.indexOf("org.kdumpd.kdump1.") == 0 && subject.user == "%s")
+POLKIT_RULE = f"""polkit.addRule(function(action, subject) {{
+    if (action.id.indexOf("org.kdumpd.kdump1.") == 0 && subject.user == "{ALLOWED_USER}")
         return polkit.Result.YES;
-});
+}});
 """
-    % ALLOWED_USER
-)
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
