@@ -242,3 +242,31 @@ def test_high_and_low_regions(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         "crashkernel low memory reserved: 0x50000000 - 0x60000000 (256 MB)",
         "crashkernel reserved: 0x0000000200000000 - 0x0000000240000000 (1024 MB)",
     ]
+
+
+def test_remote_targets_in_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = (
+        "USE_KDUMP=1\nSSH=kdump@[fd00::1]\nNFS=nas:/crash\nFTP=ftp.example.org:/in\n"
+        "FTP_USER=up\nFTP_PASSWORD='s3cret'\nHOSTTAG=hostname\n"
+    )
+    build_machine(tmp_path, config=config)
+    rc, lines = show(tmp_path, capsys, "show")
+    assert rc == 0
+    assert lines[4:16] == [
+        f"   /boot/vmlinuz-{RELEASE}",
+        "kdump initrd: ",
+        f"   /boot/initrd.img-{RELEASE}",
+        "SSH:              kdump@[fd00::1]",
+        "SSH_KEY:          /root/.ssh/kdump_id_rsa",
+        "NFS:              nas:/crash",
+        "NFS_TIMEO:        600",
+        "NFS_RETRANS       3",
+        "FTP:              ftp.example.org:/in",
+        "FTP_USER:         up",
+        "FTP_PASSWORD:     is set",
+        "FTP_PORT:         21",
+    ]
+    assert lines[16] == "HOSTTAG:          hostname"
+    assert "s3cret" not in "\n".join(lines)
+    assert main(["--root", str(tmp_path), "show", "--json"]) == 0
+    assert '"FTP_PASSWORD": "is set"' in capsys.readouterr().out
