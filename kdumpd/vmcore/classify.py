@@ -59,6 +59,7 @@ LEVEL_NAMES = {
 }
 # Classes of the decision chain, in makedumpfile's order; KEEP is "not excluded".
 KEEP, FREE, CACHE, CACHE_PRIVATE, USER, HWPOISON, OFFLINE = range(7)
+MAX_REPORTED_ORDERS = 1000  # garbage struct pages must not grow the warning list without bound
 COUNTER_NAMES = ("", "free", "cache", "cache_private", "user", "hwpoison", "offline")
 
 
@@ -111,6 +112,8 @@ class Classifier:
     translator: X86_64 | None
     chunk_pages: int = DEFAULT_CHUNK_PAGES
     counts: PageCounts = field(default_factory=PageCounts)
+    # (pfn, order) of buddy pages whose order is not below LENGTH(zone.free_area): they are
+    # kept, and makedumpfile prints "WARNING: Invalid free page order: ..." for each.
     invalid_orders: list[tuple[int, int]] = field(default_factory=list)
 
     def chunks(self) -> Iterator[Chunk]:
@@ -263,17 +266,19 @@ class _Walk:
         if not examined.any():
             return
         size = c.model.page_struct_size
-        raw, was_read = _read_struct_pages(c.translator, mem_range, a, b, size, examined)
+        try:
+            raw, was_read = _read_struct_pages(c.translator, mem_range, a, b, size, examined)
+        except VmcoreError as exc:
+            raise VmcoreError(f"struct pages of pfns {a:#x}-{b - 1:#x}: {exc}") from None
         pages = _Fields(raw, b - a, size)
         pfns = np.arange(a, b, dtype=np.int64)
         cls, nr_order = _decide(rules, c.level, pages, pfns, was_read)
         cls[~examined] = KEEP
         bad = cls == -1
         if bad.any():
-            for pfn, order in zip(
-                pfns[bad].tolist(), pages.u64(rules.private)[bad].tolist(), strict=True
-            ):
-                c.invalid_orders.append((pfn, order))
+            room = MAX_REPORTED_ORDERS - len(c.invalid_orders)
+            orders = pages.u64(rules.private)[bad][:room].tolist()
+            c.invalid_orders += zip(pfns[bad][:room].tolist(), orders, strict=True)
             cls[bad] = KEEP
         cand = np.flatnonzero(cls != KEEP)
         if not len(cand):

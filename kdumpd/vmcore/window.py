@@ -2,11 +2,11 @@
 
 A capture runs in a crash kernel with a few tens of MB free, and file pages of a mapping count
 toward RSS while they are mapped. So the whole vmcore is never mapped: a window of a few MiB
-follows the reads, and the previous one is dropped when the window moves. A view handed out
-keeps its own window alive until the caller lets go of it (Python's mmap refuses to unmap while
-a buffer is exported), which is why the window is dropped by reference rather than closed, and
-why ``MADV_DONTNEED`` is not used: on ``/proc/vmcore`` old memory is mapped with
-``remap_pfn_range`` and a zapped page there cannot fault back in.
+follows the reads, and the previous one is dropped when the window moves, which unmaps it and
+releases its pages. A view handed out keeps its own window alive until the caller lets go of it
+(Python's mmap refuses to unmap while a buffer is exported), so the window is dropped by
+reference rather than closed; callers must not hoard views. ``MADV_DONTNEED`` would add nothing
+to the unmap, and ``/proc/vmcore`` maps old memory with ``remap_pfn_range``, which refuses it.
 """
 
 from __future__ import annotations

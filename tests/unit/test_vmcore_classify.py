@@ -15,6 +15,7 @@ import pytest
 
 from kdumpd.vmcore.classify import classifier
 from kdumpd.vmcore.elf import ElfVmcore
+from kdumpd.vmcore.errors import VmcoreError
 from kdumpd.vmcore.x86_64 import START_KERNEL_MAP
 from tests.unit.vmcore_synth import Seg, build, default_notes
 
@@ -216,3 +217,30 @@ def test_a_block_running_past_a_chunk_is_cleared_and_counted_once(tmp_path: Path
     k.set(1800, mapping=1)  # inside the block, in the next chunk: not examined
     gone, counts, _, _ = dropped(k.write(tmp_path), 31, chunk_pages=512)
     assert gone == list(range(1024, 2048)) and counts["free"] == 1024 and counts["user"] == 0
+
+
+def test_no_vmcoreinfo_leaves_only_zero_pages(tmp_path: Path) -> None:
+    path = tmp_path / "vmcore"
+    path.write_bytes(build([Seg(0, 64 * 4096)], default_notes(None)))
+    with ElfVmcore(path) as vm:
+        c = classifier(vm, 31)
+        assert c.level == 1
+        assert all("the input has no VMCOREINFO" in w for w in c.warnings)
+        assert len(c.warnings) == 4
+        assert [bool(ch.dumpable.all()) for ch in c.chunks()] == [True]
+    with ElfVmcore(path) as vm:
+        assert classifier(vm, 1).warnings == [
+            "hwpoison and offline pages cannot be found (the input has no VMCOREINFO); "
+            "they are kept"
+        ]
+
+
+def test_unreadable_struct_pages_name_the_pfns(tmp_path: Path) -> None:
+    k = Kernel("6.12")
+    # mem_map in the direct map, which the (empty) page tables do not map.
+    struct.pack_into("<Q", k.mem, POINTER_PA, 0xFFFF888000100000)
+    with ElfVmcore(k.write(tmp_path)) as vm:
+        c = classifier(vm, 31)
+        message = r"struct pages of pfns 0x0-0x7ff: .* is not mapped \(PGD entry 273"
+        with pytest.raises(VmcoreError, match=message):
+            list(c.chunks())
