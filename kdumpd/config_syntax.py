@@ -62,7 +62,7 @@ class _Scanner:
         return ch
 
     def skip_blanks(self) -> None:
-        while self.peek() in (" ", "\t") and self.peek():
+        while self.peek() in (" ", "\t"):
             self.advance()
 
     def skip_comment(self) -> None:
@@ -72,17 +72,12 @@ class _Scanner:
     def at_end_of_statement(self) -> bool:
         return self.peek() in ("", "\n", "#")
 
-    def end_statement(self, name: str) -> None:
+    def end_statement(self) -> None:
+        """Consume the rest of a line known to hold nothing but blanks and a comment."""
         self.skip_blanks()
-        if self.peek() == "#":
-            self.skip_comment()
-        ch = self.peek()
-        if ch == "\n":
+        self.skip_comment()
+        if self.peek() == "\n":
             self.advance()
-        elif ch:
-            raise self.error(
-                f"{name}: unexpected {ch!r} after the value (quote values that contain spaces)"
-            )
 
     def read_name(self) -> str:
         m = _NAME.match(self.text, self.pos)
@@ -197,7 +192,7 @@ class _Scanner:
         """Read one statement; None for a blank line, a comment or a bare ``export NAME``."""
         self.skip_blanks()
         if self.at_end_of_statement():
-            self.end_statement("")
+            self.end_statement()
             return None
         first_line = self.line
         name = self.read_name()
@@ -208,7 +203,7 @@ class _Scanner:
             name = self.read_name()
             if name and self.at_end_of_statement():
                 # ``export NAME`` (no value) only marks the variable; nothing to record.
-                self.end_statement(name)
+                self.end_statement()
                 return None
         append = False
         if name and self.text.startswith("+=", self.pos):
@@ -222,14 +217,13 @@ class _Scanner:
             shown = self.text[start : end if end >= 0 else len(self.text)].strip()[:60]
             raise self.error(f"cannot understand {shown!r}: only VAR=value lines are supported")
         value = self.read_word(name)
+        self.skip_blanks()
         if not self.at_end_of_statement():
-            self.skip_blanks()
-            if not self.at_end_of_statement():
-                raise self.error(
-                    f"{name}: more than one word after '=' (quote values that contain spaces)"
-                )
+            raise self.error(
+                f"{name}: more than one word after '=' (quote values that contain spaces)"
+            )
         last_line = self.line
-        self.end_statement(name)
+        self.end_statement()
         if append:
             value = self.values.get(name, "") + value
         self.values[name] = value

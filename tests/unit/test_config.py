@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kdumpd.config import (
     DEFAULT_CMDLINE_APPEND,
@@ -227,3 +229,33 @@ def test_write_config_creates_missing_file(tmp_path: Path) -> None:
     config = write_config(SystemRoot(tmp_path), {"USE_KDUMP": "1"})
     assert config.use_kdump
     assert (tmp_path / "etc/default/kdump-tools").read_text() == "USE_KDUMP=1\n"
+
+
+DASH_CASES = [
+    'A=plain\nB=\'single $A \\\\ "x"\'\nC="double $A \\$A \\\\ \\" \\` \'"\n',
+    'A=x\nB=${A}y${UNSET}z\nC="${UNSET:-dflt} ${A:-no} ${UNSET-dash} ${A-no}"\n',
+    'export A="multi\nline"  # comment\nB=a#b\nC=  # empty\n',
+    'A=un\\ quoted\\\\back\nB="con"\'cat\'ed\nC="a\\\nb"\nD=$\nE="$"\n',
+    "\t  A=1\n\n# x\nexport B\nB=2\nA=$A$B\n",
+]
+
+
+@pytest.mark.parametrize("text", DASH_CASES)
+def test_values_match_what_dash_makes_of_the_file(tmp_path: Path, text: str) -> None:
+    import subprocess
+
+    path = tmp_path / "conf"
+    path.write_text(text)
+    mine = {a.name: a.value for a in parse_assignments(text, "conf")}
+    script = ". ./conf; " + " ".join(f'printf "%s\\0" "${n}";' for n in mine)
+    out = subprocess.run(
+        ["dash", "-c", script], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout
+    assert dict(zip(mine, out.split("\0")[:-1], strict=True)) == mine
+
+
+@given(st.text(st.characters(blacklist_characters="\n\0", blacklist_categories=("Cs",))))
+def test_quote_value_round_trips_any_text(value: str) -> None:
+    text = update_config_text("# keep\n", {"KDUMP_FAIL_CMD": value} if value else {})
+    assert parse_config(text).fail_cmd == (value or None)
+    assert text.startswith("# keep\n")
