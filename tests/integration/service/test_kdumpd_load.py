@@ -11,7 +11,7 @@ import pytest
 from busenv import REPO, Bus
 
 sys.path.insert(0, str(REPO / "bench"))
-from bus_load import run_load  # noqa: E402
+from bus_load import run_load
 
 pytestmark = pytest.mark.bus
 
