@@ -26,7 +26,6 @@ from typing import NoReturn, TextIO
 
 from kdumpd.dumpfile.flat import reassemble
 from kdumpd.dumpfile.kdump_reader import KdumpSource, is_kdump
-from kdumpd.dumpfile.pages import popcount
 from kdumpd.dumpfile.pipeline import (
     CaptureOptions,
     CaptureReport,
@@ -195,6 +194,10 @@ class Console:
         if self.level & MSG_COMMON:
             print(text, file=self.out, flush=True)
 
+    def warn(self, text: str) -> None:
+        if self.level & MSG_COMMON:
+            print(f"{PROG}: warning: {text}", file=sys.stderr, flush=True)
+
     def report(self, text: str) -> None:
         if self.level & MSG_REPORT:
             print(text, file=self.out, end="", flush=True)
@@ -214,6 +217,8 @@ def run_capture(args: argparse.Namespace, root: SystemRoot, console: Console) ->
     source = open_source(vmcore)
     try:
         selection = select_pages(source, options.dump_level, console.progress)
+        for warning in selection.warnings:
+            console.warn(warning)
         target = "STDOUT" if args.flat else (args.paths[1] if len(args.paths) > 1 else "")
         sink: Sink
         if args.dry_run:
@@ -242,12 +247,8 @@ def run_capture(args: argparse.Namespace, root: SystemRoot, console: Console) ->
             sink.close()
         counts = dict(selection.counts, zero=report.zero_pages)
         stats = PageStats(
-            original=(
-                source.original_pages()
-                if isinstance(source, ElfVmcore)
-                else popcount(selection.bitmap1)
-            ),
-            total=source.max_mapnr,
+            original=selection.original,
+            total=selection.max_mapnr,
             counts=counts,
             write_bytes=report.bytes_written,
             elf=options.elf,

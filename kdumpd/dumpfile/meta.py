@@ -64,7 +64,7 @@ def read_utsname(source: DumpSource, info: Vmcoreinfo) -> Utsname:
     return uts
 
 
-def dump_meta(source: DumpSource) -> DumpMeta:
+def dump_meta(source: DumpSource, max_mapnr: int) -> DumpMeta:
     notes = source.notes
     vi_offset = vmcoreinfo_desc_offset(notes)
     raw = source.vmcoreinfo_raw
@@ -73,7 +73,7 @@ def dump_meta(source: DumpSource) -> DumpMeta:
         return DumpMeta(
             utsname=hdr.utsname,
             page_size=source.page_size,
-            max_mapnr=source.max_mapnr,
+            max_mapnr=max_mapnr,
             notes=notes,
             nr_cpus=hdr.nr_cpus,
             phys_base=sub.phys_base,
@@ -85,7 +85,7 @@ def dump_meta(source: DumpSource) -> DumpMeta:
     return DumpMeta(
         utsname=read_utsname(source, info) if info else Utsname(),
         page_size=source.page_size,
-        max_mapnr=source.max_mapnr,
+        max_mapnr=max_mapnr,
         notes=notes,
         nr_cpus=count_cpus(notes),
         phys_base=(info.number("phys_base") or 0) if info else 0,

@@ -31,8 +31,8 @@ from kdumpd.dumpfile.progress import Progress
 from kdumpd.dumpfile.sink import DumpWriteError, Sink
 from kdumpd.vmcore.source import DumpSource
 
-# 1 MiB of pages per batch: large enough that per-call costs vanish, small enough for RSS.
-DEFAULT_BATCH_PAGES: Final = 256
+# 512 KiB of pages per batch: per-call costs stay small, and so does RSS.
+DEFAULT_BATCH_PAGES: Final = 128
 
 
 @dataclass(frozen=True)
@@ -49,12 +49,18 @@ class Selection:
     """Which pfns exist (bitmap 1) and which are kept (bitmap 2), with the classifier's counts.
 
     ``counts`` uses makedumpfile's report names (cache, cache_private, user, free, hwpoison,
-    offline); zero pages are counted while copying.
+    offline); zero pages are counted while copying.  ``max_mapnr`` is the bitmaps' length in
+    bits (clamped to the memory that has struct pages); ``level`` the dump level that could be
+    decided, ``warnings`` why it is lower than asked.
     """
 
     bitmap1: Bitmap
     bitmap2: Bitmap
+    max_mapnr: int
+    original: int
+    level: int
     counts: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -111,7 +117,7 @@ def capture_kdump(
     ps = source.page_size
     writer = KdumpWriter(
         sink,
-        dump_meta(source),
+        dump_meta(source, selection.max_mapnr),
         codec_by_name(options.compression, options.threads),
         selection.bitmap1,
         selection.bitmap2,

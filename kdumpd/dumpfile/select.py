@@ -1,36 +1,52 @@
 """Page selection: which pfns a dump of a given level keeps (bitmap 2), before any copying.
 
-Bitmap 1 is the input's RAM; bitmap 2 starts as the pages the input holds and loses what the
-page classifier excludes for the dump level.  Zero pages (level bit 1) are found while copying.
+The page classifier (kdumpd.vmcore.classify) decides per pfn as makedumpfile does; this module
+packs its chunks into the two bitmaps with a progress line.  When re-filtering a kdump file,
+bitmap 1 stays the original RAM (its bitmap 1) while bitmap 2 can only shrink.  Zero pages
+(level bit 1) are found later, while copying.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
+
 from kdumpd.dumpfile.kdump_reader import KdumpSource
-from kdumpd.dumpfile.pages import Bitmap
 from kdumpd.dumpfile.pipeline import Selection
 from kdumpd.dumpfile.progress import Progress
-from kdumpd.errors import KdumpdError
+from kdumpd.vmcore.classify import classifier
 from kdumpd.vmcore.source import DumpSource
+from kdumpd.vmcore.stats import original_pages
 
 ProgressFactory = Callable[[str], Progress]
 
 
-def ram_bitmap(source: DumpSource) -> Bitmap:
-    """Bitmap 1 of the output: the original RAM, also when re-filtering a kdump file."""
-    if isinstance(source, KdumpSource):
-        return source.ram_bitmap()
-    return source.present_bitmap()
-
-
 def select_pages(source: DumpSource, dump_level: int, progress: ProgressFactory) -> Selection:
-    bitmap1 = ram_bitmap(source)
-    bitmap2 = source.present_bitmap().copy()
-    if dump_level & ~1:
-        raise KdumpdError(
-            f"-d {dump_level}: excluding cache, user or free pages needs the page classifier,"
-            " which is not available yet; use -d 0 or -d 1"
-        )
-    return Selection(bitmap1, bitmap2)
+    cls = classifier(source, dump_level)
+    nbytes = (cls.max_mapnr + 7) // 8
+    bitmap1 = np.zeros(nbytes, dtype=np.uint8)
+    bitmap2 = np.zeros(nbytes, dtype=np.uint8)
+    step = progress("Excluding unnecessary pages")
+    for chunk in cls.chunks():
+        # Chunks hold a multiple of 8 pfns, so each starts on a bitmap byte.
+        lo = chunk.start_pfn // 8
+        packed = np.packbits(chunk.present, bitorder="little")
+        bitmap1[lo : lo + len(packed)] = packed
+        bitmap2[lo : lo + len(packed)] = np.packbits(chunk.dumpable, bitorder="little")
+        step.update(chunk.start_pfn + len(chunk.present), cls.max_mapnr)
+    step.update(cls.max_mapnr, cls.max_mapnr)
+    if isinstance(source, KdumpSource):
+        ram = source.ram_bitmap()[:nbytes]
+        bitmap1[: len(ram)] = ram
+    counts = cls.counts.as_dict()
+    counts.pop("zero", None)
+    return Selection(
+        bitmap1=bitmap1,
+        bitmap2=bitmap2,
+        counts=counts,
+        max_mapnr=cls.max_mapnr,
+        original=original_pages(source, cls),
+        warnings=list(cls.warnings),
+        level=cls.level,
+    )
