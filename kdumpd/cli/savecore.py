@@ -138,8 +138,12 @@ def _run(prog: str, argv: Sequence[str], given: SystemRoot | None, reboot: bool)
         log("kdumpd-capture: running KDUMP_FAIL_CMD")
         after.run_fail_command(cfg.fail_cmd)
         return code
+    power = after.power_for(root)
+    if power is None:
+        log("kdumpd-capture: systemd reboots when kdump-tools-dump.service ends")
+        return code
     log("kdumpd-capture: rebooting")
-    after.power_for(root).reboot()
+    power.reboot()
     return code
 
 

@@ -8,9 +8,11 @@ is root's and only root can write it, so the shell adds no power an attacker lac
 own defect is the opposite one: it expands the variable without ``eval``, so its example merely
 echoes its own text.  Like kdump-tools, the command replaces the reboot.
 
-The reboot goes through systemd when it runs (its private socket works before D-Bus is up in the
-capture boot), and otherwise is ``reboot -f``: sync, then the reboot system call.  Both are
-behind :class:`Power` so tests never reboot the host.
+Under systemd the reboot is systemd's: kdump-tools-dump.service has ``SuccessAction=`` and
+``FailureAction=reboot-force``, which act once the unit has ended and its last lines have reached
+the journal (a Reboot() call from inside the unit would race them).  Without systemd (a capture
+initramfs whose init runs savecore) it is ``reboot -f``: sync, then the reboot system call, behind
+:class:`Power` so tests never reboot the host.
 """
 
 from __future__ import annotations
@@ -23,25 +25,10 @@ from typing import Protocol
 from kdumpd.system import SystemRoot
 
 _LINUX_REBOOT_CMD_RESTART = 0x01234567
-SYSTEMD_PRIVATE_BUS = b"unix:path=/run/systemd/private"
 
 
 class Power(Protocol):
     def reboot(self) -> None: ...
-
-
-class SystemdPower:
-    """Ask systemd for an immediate reboot (``systemctl reboot -f``: no unit is stopped)."""
-
-    def reboot(self) -> None:
-        # imported here: pystemd pulls in lxml, which a capture boot without systemd never needs
-        from pystemd.dbuslib import DBusAddress
-        from pystemd.systemd1 import Manager
-
-        with DBusAddress(SYSTEMD_PRIVATE_BUS) as bus:
-            manager = Manager(bus=bus)
-            manager.load()
-            manager.Manager.Reboot()
 
 
 class KernelPower:
@@ -60,8 +47,9 @@ def systemd_running(root: SystemRoot) -> bool:
     return root.path("/run/systemd/system").is_dir()
 
 
-def power_for(root: SystemRoot) -> Power:
-    return SystemdPower() if systemd_running(root) else KernelPower()
+def power_for(root: SystemRoot) -> Power | None:
+    """How to reboot when savecore is done; None when systemd's unit actions do it."""
+    return None if systemd_running(root) else KernelPower()
 
 
 def fail_command_argv(command: str) -> list[str]:

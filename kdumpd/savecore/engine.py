@@ -9,6 +9,7 @@ applied (the pages are already compressed; the analysis tools would need one mor
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import tempfile
@@ -84,20 +85,21 @@ class VmcoreEngine:
     def _select(self) -> Selection:
         if self._selection is None:
             self._selection = select_pages(self.source, self.options.dump_level, _progress)
+            for warning in self._selection.warnings:  # a level lower than asked, and why
+                print(f"kdumpd-capture: {warning}", flush=True)
         return self._selection
 
     def dumpable_pages(self) -> int:
         return popcount(self._select().bitmap2)
 
     def estimate(self) -> int:
-        return estimate_dump_size(
-            self.dumpable_pages(), self.source.max_mapnr, self.source.page_size
-        )
+        sel = self._select()
+        return estimate_dump_size(popcount(sel.bitmap2), sel.max_mapnr, self.source.page_size)
 
     def write(self, sink: Sink, flattened: bool) -> DumpResult:
         # writers clear bits of bitmap 2 as they go (zero pages): each target gets a fresh copy
         sel = self._select()
-        selection = Selection(sel.bitmap1, sel.bitmap2.copy(), dict(sel.counts))
+        selection = dataclasses.replace(sel, bitmap2=sel.bitmap2.copy())
         if self.options.elf and not flattened:
             report = capture_elf(
                 self.source,
