@@ -123,7 +123,7 @@ class Status:
 
 
 @dataclass
-class TestRecord:
+class CrashTestRecord:
     """A test crash, pending until the next boot shows whether it produced a dump."""
 
     id: str
@@ -143,7 +143,7 @@ class TestRecord:
         }
 
 
-def evaluate_test(test: TestRecord, boot_id: str, dumps: Mapping[str, DumpInfo]) -> TestRecord:
+def evaluate_test(test: CrashTestRecord, boot_id: str, dumps: Mapping[str, DumpInfo]) -> CrashTestRecord:
     """Settle a pending test: a dump stamped at or after the request (stamps have minute
     resolution) answers it; a new boot without such a dump means the capture failed."""
     if test.state != "pending":
@@ -153,11 +153,11 @@ def evaluate_test(test: TestRecord, boot_id: str, dumps: Mapping[str, DumpInfo])
     if found:
         dump = found[0]
         state = "success" if dump.status == STATUS_COMPLETE else "failed"
-        return TestRecord(
+        return CrashTestRecord(
             **{**asdict(test), "state": state, "dump_id": dump.id, "dump_status": dump.status}
         )
     if boot_id and test.boot_id and boot_id != test.boot_id:
-        return TestRecord(**{**asdict(test), "state": "failed"})
+        return CrashTestRecord(**{**asdict(test), "state": "failed"})
     return test
 
 
@@ -319,14 +319,14 @@ class Manager:
         else:
             self.disarm(disable=False)
 
-    def prepare_test_crash(self) -> TestRecord:
+    def prepare_test_crash(self) -> CrashTestRecord:
         """Record a pending test; the caller then triggers the crash (after replying)."""
         if not read_loaded(self.root):
             raise NotArmedError(
                 "no crash kernel is loaded: a test crash would reboot without saving a dump "
                 "(arm first)"
             )
-        test = TestRecord(uuid.uuid4().hex[:12], time.time_ns() // 1000, self._boot_id())
+        test = CrashTestRecord(uuid.uuid4().hex[:12], time.time_ns() // 1000, self._boot_id())
         self._write_test(test)
         return test
 
@@ -357,14 +357,14 @@ class Manager:
     def _boot_id(self) -> str:
         return (self.root.read_text(BOOT_ID) or "").strip()
 
-    def _read_test(self) -> TestRecord | None:
+    def _read_test(self) -> CrashTestRecord | None:
         try:
             data = json.loads(self.root.read_text(TEST_STATE_FILE) or "null")
-            return TestRecord(**data) if isinstance(data, dict) else None
+            return CrashTestRecord(**data) if isinstance(data, dict) else None
         except (KdumpdError, ValueError, TypeError):
             return None
 
-    def _write_test(self, test: TestRecord) -> None:
+    def _write_test(self, test: CrashTestRecord) -> None:
         path = self.root.path(TEST_STATE_FILE)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
