@@ -143,7 +143,9 @@ class CrashTestRecord:
         }
 
 
-def evaluate_test(test: CrashTestRecord, boot_id: str, dumps: Mapping[str, DumpInfo]) -> CrashTestRecord:
+def evaluate_test(
+    test: CrashTestRecord, boot_id: str, dumps: Mapping[str, DumpInfo]
+) -> CrashTestRecord:
     """Settle a pending test: a dump stamped at or after the request (stamps have minute
     resolution) answers it; a new boot without such a dump means the capture failed."""
     if test.state != "pending":

@@ -16,7 +16,7 @@ from kdumpd.errors import ConfigError
 from kdumpd.kexec import NotReservedError
 from kdumpd.service import dumps, names
 from kdumpd.service.interface import bus_error
-from kdumpd.service.manager import Manager, NotArmedError, CrashTestRecord, evaluate_test
+from kdumpd.service.manager import CrashTestRecord, Manager, NotArmedError, evaluate_test
 from kdumpd.service.polkit import InteractionRequiredError
 from kdumpd.service.watch import IN_CREATE, Inotify, parse_events
 from kdumpd.system import SystemRoot
