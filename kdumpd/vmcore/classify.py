@@ -339,13 +339,10 @@ class _Fields:
             return np.zeros(self.count, dtype=np.uint32)
         return self.column(offset, "<u4").astype(np.uint32)
 
-    def next_page(self, offset: int, width: int) -> npt.NDArray[np.uint64]:
-        """The field of page[i + 1] for each i (0 past the end)."""
+    def at(self, index: npt.NDArray[np.int64], offset: int, width: int) -> npt.NDArray[np.uint64]:
+        """A field of the struct pages at ``index``."""
         dtype = {1: "u1", 2: "<u2", 4: "<u4", 8: "<u8"}[width]
-        out = np.zeros(self.count, dtype=np.uint64)
-        if self.count > 1:
-            out[:-1] = self.column(offset, dtype)[1:]
-        return out
+        return self.column(offset, dtype)[index].astype(np.uint64)
 
 
 def _test_bit(flags: npt.NDArray[np.uint64], nr: int | None) -> BoolArray:
@@ -411,24 +408,26 @@ def _decide(
         else zeros
     )
     tail = (head & np.uint64(1)) != 0 if head is not None else zeros
-    cls = np.select(
-        [
-            tail,
-            bad_order,
-            buddy,
-            unaccepted,
-            cache,
-            cache_any & private_flag,
-            cache_any,
-            user,
-            hwpoison,
-            offline,
-        ],
-        [KEEP, -1, FREE, FREE, CACHE, CACHE_PRIVATE, CACHE, USER, HWPOISON, OFFLINE],
-        default=KEEP,
-    ).astype(np.int64)
+    chain = [
+        (tail, KEEP),
+        (bad_order, -1),
+        (buddy, FREE),
+        (unaccepted, FREE),
+        (cache, CACHE),
+        (cache_any & private_flag, CACHE_PRIVATE),
+        (cache_any, CACHE),
+        (user, USER),
+        (hwpoison, HWPOISON),
+        (offline, OFFLINE),
+    ]
+    # First match wins: assign from the last test to the first; tests that cannot match
+    # (the shared all-false array) are skipped.
+    cls = np.full(n, KEEP, dtype=np.int64)
+    for test, klass in reversed(chain):
+        if test is not zeros:
+            cls[test] = klass
     # Buddy blocks span 1 << private pages; unaccepted ones MAX_PAGE_ORDER blocks.
-    nr_order = order.astype(np.int64)
+    nr_order = order
     nr_order = np.where(
         buddy & ~bad_order, np.minimum(private, np.uint64(63)).astype(np.int64), nr_order
     )
@@ -444,43 +443,42 @@ def _compound(
     mapcount: npt.NDArray[np.uint32],
     pfns: npt.NDArray[np.int64],
     was_read: BoolArray,
-) -> tuple[npt.NDArray[np.uint64], BoolArray]:
+) -> tuple[npt.NDArray[np.int64], BoolArray]:
     """Order and hugetlb-ness of compound heads, read from page[1] as makedumpfile does."""
     n = pages.count
+    order = np.zeros(n, dtype=np.int64)
+    hugetlb = np.zeros(n, dtype=bool)
     rule = rules.compound
-    zero_order = np.zeros(n, dtype=np.uint64)
-    no = np.zeros(n, dtype=bool)
     if rule.kind == "none":
-        return zero_order, no
-    # page[1] is in makedumpfile's 512-entry cache unless the head is its last slot.
-    is_head = ((flags & np.uint64(rules.head_mask)) != 0) & (pfns % PGMM_CACHED != PGMM_CACHED - 1)
-    is_head &= np.append(was_read[1:], False)
+        return order, hugetlb
+    # page[1] is in makedumpfile's 512-entry cache unless the head is its last slot. Heads are
+    # few, so everything below works on their indexes only.
+    heads = np.flatnonzero((flags & np.uint64(rules.head_mask)) != 0)
+    heads = heads[(pfns[heads] % PGMM_CACHED != PGMM_CACHED - 1) & (heads + 1 < n)]
+    heads = heads[was_read[heads + 1]]
+    if not len(heads):
+        return order, hugetlb
     if rule.kind == "flags_1":
-        flags_1 = pages.next_page(rules.flags, 8)
-        order = np.where(is_head, flags_1 & np.uint64(0xFF), np.uint64(0))
+        flags_1 = pages.at(heads + 1, rules.flags, 8)
+        head_order = flags_1 & np.uint64(0xFF)
         if rule.hugetlb_mapcount is not None:
-            hugetlb = is_head & (mapcount == np.uint32(rule.hugetlb_mapcount))
+            hugetlb[heads] = mapcount[heads] == np.uint32(rule.hugetlb_mapcount)
         elif rule.pg_hugetlb is not None:
-            hugetlb = is_head & ((flags_1 & np.uint64(1 << (rule.pg_hugetlb & 63))) != 0)
-        else:
-            hugetlb = no
+            hugetlb[heads] = (flags_1 & np.uint64(1 << (rule.pg_hugetlb & 63))) != 0
     else:
-        order = (
-            np.where(is_head, pages.next_page(rule.order.offset, rule.order.width), np.uint64(0))
+        head_order = (
+            pages.at(heads + 1, rule.order.offset, rule.order.width)
             if rule.order
-            else zero_order
+            else np.zeros(len(heads), dtype=np.uint64)
         )
         if rule.dtor and rule.hugetlb_dtor is not None:
-            dtor = pages.next_page(rule.dtor.offset, rule.dtor.width)
-            hugetlb = is_head & (dtor == np.uint64(rule.hugetlb_dtor & ((1 << 64) - 1)))
-        else:
-            hugetlb = no
-    # An order that cannot be (≥ 64 or a misaligned head) is taken as 0, as makedumpfile does.
-    big = order >= np.uint64(64)
-    misaligned = (
-        pfns.astype(np.uint64) & ((np.uint64(1) << np.minimum(order, np.uint64(63))) - np.uint64(1))
-    ) != 0
-    order = np.where(big | misaligned, np.uint64(0), order)
+            dtor = pages.at(heads + 1, rule.dtor.offset, rule.dtor.width)
+            hugetlb[heads] = dtor == np.uint64(rule.hugetlb_dtor & ((1 << 64) - 1))
+    # An order that cannot be (>= 64 or a misaligned head) is taken as 0, as makedumpfile does.
+    valid = head_order < np.uint64(64)
+    clipped = np.where(valid, head_order, np.uint64(0)).astype(np.int64)
+    valid &= (pfns[heads] & ((np.int64(1) << clipped) - 1)) == 0
+    order[heads] = np.where(valid, clipped, 0)
     return order, hugetlb
 
 
