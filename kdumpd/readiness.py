@@ -16,10 +16,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 from kdumpd.capture_kernel import (
+    INITRD_LINK,
+    KERNEL_LINK,
     CaptureImages,
     CaptureKernelError,
     capture_cmdline,
     locate_capture_kernel,
+    release_of_image,
     resolve_link,
 )
 from kdumpd.config import Config, load_config
@@ -145,6 +148,27 @@ def _image_problems(root: SystemRoot, system: SystemState, images: CaptureImages
     ]
 
 
+def _link_problems(root: SystemRoot, config: Config, system: SystemState) -> list[Problem]:
+    """kdump-tools' ``check_symlink``: the /var/lib/kdump links in use follow the running kernel."""
+    stale = []
+    for link, used in ((KERNEL_LINK, config.kernel), (INITRD_LINK, config.initrd)):
+        if used != link or not root.path(link).is_symlink():
+            continue
+        release = release_of_image(root, link)
+        if release != system.kernel_release:
+            stale.append(f"{link} is for {release or 'an unknown kernel'}")
+    if not stale:
+        return []
+    return [
+        Problem(
+            "kernel-link-stale",
+            f"{' and '.join(stale)}, not the running {system.kernel_release}: 'kdump-config load'"
+            f" relinks them (or 'kdump-config symlinks {system.kernel_release}')",
+            "warning",
+        )
+    ]
+
+
 def _sysrq_problems(system: SystemState) -> list[Problem]:
     if system.sysrq is None:
         return [
@@ -249,6 +273,7 @@ def assess(root: SystemRoot, config: Config, system: SystemState) -> Report:
             )
         problems += _crashkernel_problems(config, system, expected, suggested)
         problems += image_problems
+        problems += _link_problems(root, config, system)
         if system.kexec_crash_loaded is False:
             problems.append(
                 Problem(

@@ -270,3 +270,18 @@ def test_remote_targets_in_show(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert "s3cret" not in "\n".join(lines)
     assert main(["--root", str(tmp_path), "show", "--json"]) == 0
     assert '"FTP_PASSWORD": "is set"' in capsys.readouterr().out
+
+
+def test_links_to_another_kernel(tmp_path: Path) -> None:
+    m = build_machine(tmp_path)
+    m.sparse("/boot/vmlinuz-6.17.0-1-generic", 15 * MiB)
+    m.link("/var/lib/kdump/vmlinuz", "/boot/vmlinuz-6.17.0-1-generic")
+    report = report_for(tmp_path)
+    assert (report.state, codes(report)) == (
+        "ready",
+        ["crashkernel-too-small", "kernel-link-stale"],
+    )
+    assert report.problems[1].message == (
+        "/var/lib/kdump/vmlinuz is for 6.17.0-1-generic, not the running 6.18.0-8-generic:"
+        " 'kdump-config load' relinks them (or 'kdump-config symlinks 6.18.0-8-generic')"
+    )
