@@ -210,12 +210,9 @@ def _text_load(source: DumpSource) -> tuple[int, int] | None:
 
 def _fit_chunk(chunk_pages: int, model: MemoryModel | None) -> int:
     """Chunks must not straddle sections, whose starts are multiples of their size."""
-    if model is None or model.kind == "FLATMEM" or not model.ranges:
+    if model is None or not model.section_pages:
         return chunk_pages
-    first = model.ranges[0]
-    section = max(first.end_pfn - first.start_pfn, PGMM_CACHED)
-    section = 1 << (section - 1).bit_length()
-    while chunk_pages > section or section % chunk_pages:
+    while chunk_pages > model.section_pages or model.section_pages % chunk_pages:
         chunk_pages //= 2
     return max(chunk_pages, PGMM_CACHED)
 
@@ -227,7 +224,6 @@ class _Walk:
         self.c = cls
         self.clear_until = 0  # pfns below this are cleared (an earlier range ran past its chunk)
         self.skip_until = 0  # pfns below this are not examined (same section only)
-        self.section_end = 0
         starts = [r.start_pfn for r in cls.model.ranges] if cls.model else []
         self.range_starts = starts
 

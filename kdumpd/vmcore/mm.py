@@ -40,6 +40,7 @@ class MemoryModel:
     kind: str  # "SPARSEMEM_EX", "SPARSEMEM" or "FLATMEM"
     ranges: list[MemMapRange]
     page_struct_size: int
+    section_pages: int = 0  # pfns per memory section; 0 for FLATMEM (one range)
 
     def max_pfn(self, max_mapnr: int) -> int:
         """makedumpfile's clamp of max_mapnr to the last pfn that has a mem_map (``mem=``)."""
@@ -112,7 +113,7 @@ def _sparsemem(mem: VirtReader, info: Vmcoreinfo, max_mapnr: int, page_struct: i
         for nr, m in enumerate(maps)
         if m is not None
     ]
-    return MemoryModel(kind, ranges, page_struct)
+    return MemoryModel(kind, ranges, page_struct, pages_per_section)
 
 
 @dataclass(frozen=True)
