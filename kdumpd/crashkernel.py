@@ -65,7 +65,7 @@ class CrashkernelSpec:
         """
         if self.kind != "ranges":
             return self.size
-        total = -(-system_ram // _ROUND) * _ROUND
+        total = rounded_ram(system_ram)
         for r in self.ranges:
             if r.size >= total:
                 raise CrashkernelSyntaxError(
@@ -75,6 +75,12 @@ class CrashkernelSpec:
             if r.start <= total and (r.end is None or total < r.end):
                 return r.size
         return 0
+
+
+def rounded_ram(system_ram: int) -> int:
+    """RAM as crashkernel= ranges see it: rounded up to 128M, so that a "4G" machine whose
+    firmware keeps a few MiB still counts as 4G."""
+    return -(-system_ram // _ROUND) * _ROUND
 
 
 def memparse(text: str, pos: int = 0) -> tuple[int, int]:

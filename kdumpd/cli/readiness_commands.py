@@ -16,6 +16,7 @@ from kdumpd.cli.render import (
     show_lines,
     status_lines,
 )
+from kdumpd.crashkernel import rounded_ram
 from kdumpd.kexec import kexec_argv
 from kdumpd.machine import free_bytes
 from kdumpd.memory_estimate import default_enable_checks
@@ -120,7 +121,7 @@ def default_enable(ctx: Context, args: list[str]) -> int:
     checks = default_enable_checks(
         arch=system.arch,
         cpus=system.cpus or 0,
-        ram_bytes=system.system_ram,
+        ram_bytes=rounded_ram(system.system_ram),  # a "6 GB" machine keeps its 6 GB
         swap_bytes=system.swap,
         var_free_bytes=free_bytes(var) if var.is_dir() else None,
         uefi=system.efi,

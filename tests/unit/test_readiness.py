@@ -285,3 +285,17 @@ def test_links_to_another_kernel(tmp_path: Path) -> None:
         "/var/lib/kdump/vmlinuz is for 6.17.0-1-generic, not the running 6.18.0-8-generic:"
         " 'kdump-config load' relinks them (or 'kdump-config symlinks 6.18.0-8-generic')"
     )
+
+
+def test_default_enable_counts_ram_like_the_kernel(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    build_machine(tmp_path, ram=6 * GiB, cpus=4)  # iomem: 6G less the firmware holes
+    rc, lines = show(tmp_path, capsys, "default-enable")
+    assert lines[:3] == [
+        "architecture: ok    x86_64 is supported",
+        "cpus:         ok    4 CPU threads, need at least 4",
+        "memory:       ok    6.0 GiB of RAM and swap, need at least 6 GiB and less than 2 TiB",
+    ]
+    assert rc == (0 if lines[3].startswith("var-space:    ok") else 3)
+    assert lines[4] == f"enable kdump by default: {'yes' if rc == 0 else 'no'}"
