@@ -49,6 +49,17 @@ class Target(Protocol):
     def retention(self, keep: int) -> list[str]: ...
 
 
+class BudgetExhaustedError(DumpWriteError):
+    """The dump reached the bytes it may use on this target."""
+
+    def __init__(self, target: str, budget: int) -> None:
+        super().__init__(target, OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+        self.args = (
+            f"{target}: stopped at its space budget of {budget} bytes "
+            "(the free space less the reserve that is always left free)",
+        )
+
+
 class BudgetSink:
     """A Sink that refuses any byte past ``budget``: the dump stops there, marked incomplete.
 
@@ -69,14 +80,7 @@ class BudgetSink:
     def write_at(self, offset: int, *parts: Buffer) -> None:
         if offset + sum(memoryview(p).nbytes for p in parts) > self.budget:
             self.exhausted = True
-            raise DumpWriteError(
-                self.name,
-                OSError(
-                    errno.ENOSPC,
-                    f"the dump would pass its space budget of {self.budget} bytes "
-                    "(free space less the reserve kept free)",
-                ),
-            )
+            raise BudgetExhaustedError(self.name, self.budget)
         self.inner.write_at(offset, *parts)
 
     def finish(self) -> None:
