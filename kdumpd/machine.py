@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kdumpd.capture_kernel import INITRD_LINK, KERNEL_LINK, split_cmdline
+from kdumpd.errors import SystemReadError
 from kdumpd.system import SystemRoot
 
 EFI_GLOBAL_GUID = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
@@ -194,7 +195,11 @@ def read_system_state(
     registered = root.read_int("/sys/kernel/fadump_registered")
     sysrq = root.read_int("/proc/sys/kernel/sysrq")
     lockdown = root.read_text("/sys/kernel/security/lockdown")
-    core = _nearest_existing(root.path(coredir))
+    try:
+        core = _nearest_existing(root.path(coredir))
+        core_free, core_writable = disk_free(core), writable_by_root(core)
+    except OSError as exc:
+        raise SystemReadError(f"{coredir}: cannot check free space: {exc.strerror}") from exc
     kexec_cmd = root.read_text(f"{coredir}/kexec_cmd")
     boot = root.listdir("/boot")
     return SystemState(
@@ -224,7 +229,7 @@ def read_system_state(
         kernel_link=_link_target(root, KERNEL_LINK),
         initrd_link=_link_target(root, INITRD_LINK),
         coredir=coredir,
-        coredir_free=disk_free(core),
-        coredir_writable=writable_by_root(core),
+        coredir_free=core_free,
+        coredir_writable=core_writable,
         kexec_cmd=kexec_cmd.strip() if kexec_cmd else None,
     )
