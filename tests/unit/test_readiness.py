@@ -299,3 +299,26 @@ def test_default_enable_counts_ram_like_the_kernel(
     ]
     assert rc == (0 if lines[3].startswith("var-space:    ok") else 3)
     assert lines[4] == f"enable kdump by default: {'yes' if rc == 0 else 'no'}"
+
+
+@pytest.mark.parametrize(
+    ("path", "text", "why"),
+    [
+        (
+            "/sys/kernel/security/lockdown",
+            "none [integrity] confidentiality\n",
+            "lockdown is integrity",
+        ),
+        ("/sys/kernel/security/securelevel", "1\n", "securelevel is 1"),
+    ],
+)
+def test_lockdown_needs_a_signed_kernel(tmp_path: Path, path: str, text: str, why: str) -> None:
+    m = build_machine(tmp_path, signed_kernel=False)
+    assert codes(report_for(tmp_path)) == ["crashkernel-too-small"]  # no lockdown: any kernel
+    m.write(path, text)
+    report = report_for(tmp_path)
+    assert (report.state, codes(report)) == (
+        "not-ready",
+        ["crashkernel-too-small", "kernel-unsigned"],
+    )
+    assert why in report.problems[1].message
