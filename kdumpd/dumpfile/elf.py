@@ -69,7 +69,11 @@ def segments_from_bitmap(bitmap1: Bitmap, page_size: int) -> list[Segment]:
 
 
 def plan_segments(loads: Sequence[LoadLike], bitmap2: Bitmap, page_size: int) -> list[OutSegment]:
-    """Output PT_LOADs: each input load cut at runs of ``PFN_EXCLUDED`` or more excluded pages."""
+    """Output PT_LOADs: each input load cut at runs of ``PFN_EXCLUDED`` or more excluded pages.
+
+    Shorter runs between kept pages (and at the load's start) are written with their contents;
+    excluded pages after the last kept one only extend ``p_memsz``.
+    """
     out: list[OutSegment] = []
     nbits = len(bitmap2) * 8
     for load in loads:
@@ -86,6 +90,9 @@ def plan_segments(loads: Sequence[LoadLike], bitmap2: Bitmap, page_size: int) ->
             breaks = np.flatnonzero(np.diff(pfns) > PFN_EXCLUDED) + 1
             group_first = pfns[np.concatenate(([0], breaks))]
             group_last = pfns[np.concatenate((breaks - 1, [len(pfns) - 1]))]
+            # A short excluded run at the start of a load is written too, like any short gap.
+            if group_first[0] - first < PFN_EXCLUDED:
+                group_first[0] = first
             for gf, gl in zip(group_first.tolist(), group_last.tolist(), strict=True):
                 lo, hi = max(start, gf * page_size), min(end, (gl + 1) * page_size)
                 if lo > cursor:

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,13 +18,14 @@ from capture_check import (
     VMLINUX,
     assert_same_pages_drgn,
     assert_same_pages_libkdumpfile,
+    bitmap_of_runs,
     crash_session,
+    libkdumpfile_runs,
     run_capture,
 )
 
 from kdumpd.dumpfile.kdump_format import STATUS_INCOMPLETE, DiskDumpHeader, Layout
 from kdumpd.dumpfile.kdump_reader import KdumpSource
-from kdumpd.vmcore.elf import ElfVmcore
 
 pytestmark = pytest.mark.vmcore
 
@@ -34,10 +36,10 @@ def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def zstd_d1(fixture_vmcore: Path, out: Path) -> tuple[Path, str]:
-    """The default compression at dump level 1, with the page report."""
-    path = out / "d1.kdump"
-    proc = run_capture("-d", "1", "--show-stats", fixture_vmcore, path)
+def zstd_d31(fixture_vmcore: Path, out: Path) -> tuple[Path, str]:
+    """kdump-tools' level with the default compression, and the page report."""
+    path = out / "d31.kdump"
+    proc = run_capture("-d", "31", "--show-stats", fixture_vmcore, path)
     assert proc.returncode == 0, proc.stderr.decode()
     return path, proc.stdout.decode()
 
@@ -57,34 +59,47 @@ def _makedumpfile(*args: str | Path) -> None:
 
 
 def test_zstd_dump_reads_back_identical(
-    zstd_d1: tuple[Path, str], fixture_vmcore: Path, shared_fixtures: Path
+    zstd_d31: tuple[Path, str], fixture_vmcore: Path, shared_fixtures: Path
 ) -> None:
-    path, stdout = zstd_d1
+    path, stdout = zstd_d31
     with KdumpSource(str(path)) as dump:
         assert dump.header.status == 0x20  # zstd, complete
         assert dump.header.header_version == 6
         assert dump.header.utsname.release == "6.1.0-56-amd64"
         assert dump.header.utsname.version.startswith("#1 SMP PREEMPT_DYNAMIC Debian")
         assert dump.header.nr_cpus == 2
-        ram = dump.ram_bitmap()
-    expected = _fixture_bitmap(shared_fixtures, "vmcore-6.1-kexec.bitmap1.zst")
-    assert np.array_equal(ram[: len(expected)], expected)
-    checked = assert_same_pages_libkdumpfile(path, fixture_vmcore)
-    assert checked == 130_936  # every RAM page: zero pages share one stored page
+        ram, kept = dump.ram_bitmap(), dump.present_bitmap()
+    assert np.array_equal(ram, _fixture_bitmap(shared_fixtures, "vmcore-6.1-kexec.bitmap1.zst"))
+    assert np.array_equal(
+        kept, _fixture_bitmap(shared_fixtures, "vmcore-6.1-kexec.d31.bitmap2.zst")
+    )
+    assert bitmap_of_runs(libkdumpfile_runs(path), len(kept) * 8).tobytes() == kept.tobytes()
+    # Every kept page, the shared zero page's users included, reads back as in the vmcore.
+    assert assert_same_pages_libkdumpfile(path, fixture_vmcore) == 23_784
     reference = json.loads((shared_fixtures / "vmcore-6.1-kexec.pages.json").read_text())
-    zero = reference["levels"]["1"]["zero"]
-    assert f"Pages filled with zero  : 0x{zero:016x}" in stdout
+    want = reference["levels"]["31"]
+    for label, key in [
+        ("Pages filled with zero  ", "zero"),
+        ("Non-private cache pages ", "cache"),
+        ("Private cache pages     ", "cache_private"),
+        ("User process data pages ", "user"),
+        ("Free pages              ", "free"),
+        ("Original pages  ", "original"),
+        ("  Remaining pages  ", "remaining"),
+        ("Memory Hole     ", "memory_hole"),
+    ]:
+        assert f"{label}: 0x{want[key]:016x}" in stdout, key
     assert "kdumpd-capture Completed." in stdout
 
 
-@pytest.mark.parametrize("letter", ["-l", "-c"])
+@pytest.mark.parametrize(("letter", "level"), [("-l", "31"), ("-c", "1")])
 def test_lzo_and_zlib_byte_identical_to_makedumpfile(
-    letter: str, fixture_vmcore: Path, out: Path
+    letter: str, level: str, fixture_vmcore: Path, out: Path
 ) -> None:
     ours, theirs = out / f"ours{letter}.kdump", out / f"mdf{letter}.kdump"
-    proc = run_capture(letter, "-d", "1", "--message-level", "0", fixture_vmcore, ours)
+    proc = run_capture(letter, "-d", level, "--message-level", "0", fixture_vmcore, ours)
     assert proc.returncode == 0, proc.stderr.decode()
-    _makedumpfile(letter, "-d", "1", fixture_vmcore, theirs)
+    _makedumpfile(letter, "-d", level, fixture_vmcore, theirs)
     a, b = ours.read_bytes(), theirs.read_bytes()
     hdr_a, hdr_b = DiskDumpHeader.unpack(a), DiskDumpHeader.unpack(b)
     assert hdr_a == hdr_b
@@ -94,17 +109,17 @@ def test_lzo_and_zlib_byte_identical_to_makedumpfile(
 
 
 def test_flattened_stream_rebuilds_to_the_same_file(
-    zstd_d1: tuple[Path, str], fixture_vmcore: Path, out: Path
+    zstd_d31: tuple[Path, str], fixture_vmcore: Path, out: Path
 ) -> None:
-    stream, rebuilt, by_mdf = out / "d1.flat", out / "d1.rebuilt", out / "d1.mdf-rebuilt"
+    stream, rebuilt, by_mdf = out / "d31.flat", out / "d31.rebuilt", out / "d31.mdf-rebuilt"
     with stream.open("wb") as f:
-        proc = run_capture("-F", "-d", "1", fixture_vmcore, stdout=f.fileno())
+        proc = run_capture("-F", "-d", "31", fixture_vmcore, stdout=f.fileno())
     assert proc.returncode == 0, proc.stderr.decode()
     assert stream.read_bytes()[:16] == b"makedumpfile\0\0\0\0"
     with stream.open("rb") as f:
         proc = run_capture("-R", rebuilt, stdin=f.fileno())
     assert proc.returncode == 0, proc.stderr.decode()
-    assert rebuilt.read_bytes() == zstd_d1[0].read_bytes()
+    assert rebuilt.read_bytes() == zstd_d31[0].read_bytes()
     with stream.open("rb") as f:
         subprocess.run(
             ["makedumpfile", "-R", str(by_mdf)], stdin=f, check=True, capture_output=True
@@ -113,9 +128,9 @@ def test_flattened_stream_rebuilds_to_the_same_file(
 
 
 def test_truncated_stream_leaves_rebuilt_file_marked_incomplete(
-    zstd_d1: tuple[Path, str], out: Path
+    zstd_d31: tuple[Path, str], out: Path
 ) -> None:
-    stream = out / "d1.flat"
+    stream = out / "d31.flat"
     if not stream.exists():
         pytest.skip("needs the flattened stream of test_flattened_stream_rebuilds_to_the_same_file")
     cut = out / "cut.flat"
@@ -129,16 +144,21 @@ def test_truncated_stream_leaves_rebuilt_file_marked_incomplete(
     assert "incomplete" in proc.stderr.decode()
 
 
-def test_elf_output_reads_back_through_drgn(fixture_vmcore: Path, out: Path) -> None:
-    path = out / "d1.elf"
-    proc = run_capture("-E", "-d", "1", "--message-level", "0", fixture_vmcore, path)
+def test_elf_output_reads_back_through_drgn(
+    fixture_vmcore: Path, out: Path, shared_fixtures: Path
+) -> None:
+    path = out / "d31.elf"
+    proc = run_capture("-E", "-d", "31", "--message-level", "0", fixture_vmcore, path)
     assert proc.returncode == 0, proc.stderr.decode()
     head = path.read_bytes()[:64]
     assert head[:4] == b"\x7fELF" and int.from_bytes(head[48:52], "little") == 0
-    with ElfVmcore(fixture_vmcore) as src:
-        ram = src.present_bitmap()
-    # Excluded zero pages read as zeros (p_memsz > p_filesz): every RAM page matches the vmcore.
-    assert assert_same_pages_drgn(path, fixture_vmcore, ram) == 130_936
+    kept = _fixture_bitmap(shared_fixtures, "vmcore-6.1-kexec.d31.bitmap2.zst")
+    # Zero pages are left out of the file (p_memsz > p_filesz) and read back as zeros, which is
+    # what they hold: every page makedumpfile keeps reads back as in the vmcore.
+    assert assert_same_pages_drgn(path, fixture_vmcore, kept) == 23_784
+    theirs = out / "mdf-d31.elf"
+    _makedumpfile("-E", "-d", "31", fixture_vmcore, theirs)
+    assert path.read_bytes() == theirs.read_bytes()
 
 
 def test_refiltering_a_kdump_file_equals_filtering_the_vmcore(
@@ -146,10 +166,9 @@ def test_refiltering_a_kdump_file_equals_filtering_the_vmcore(
 ) -> None:
     full, refiltered, direct = out / "mdf-d0.kdump", out / "refiltered.kdump", out / "direct.kdump"
     _makedumpfile("-l", "-d", "0", fixture_vmcore, full)
-    proc = run_capture("-l", "-d", "1", "--message-level", "0", full, refiltered)
+    proc = run_capture("-l", "-d", "31", "--message-level", "0", full, refiltered)
     assert proc.returncode == 0, proc.stderr.decode()
-    proc = run_capture("-l", "-d", "1", "--message-level", "0", fixture_vmcore, direct)
-    assert proc.returncode == 0, proc.stderr.decode()
+    _makedumpfile("-l", "-d", "31", fixture_vmcore, direct)
     assert refiltered.read_bytes() == direct.read_bytes()
 
 
@@ -239,17 +258,46 @@ needs_vmlinux = pytest.mark.skipif(
 
 @needs_vmlinux
 def test_crash_opens_our_dump_and_stream(
-    zstd_d1: tuple[Path, str], out: Path, shared_fixtures: Path
+    zstd_d31: tuple[Path, str], out: Path, shared_fixtures: Path
 ) -> None:
-    stream = out / "d1.flat"
+    stream = out / "d31.flat"
     if not stream.exists():
         pytest.skip("needs the flattened stream of test_flattened_stream_rebuilds_to_the_same_file")
     last_log_line = (
         (shared_fixtures / "vmcore-6.1-kexec.dmesg.txt").read_text().strip().splitlines()[-1]
     )
-    for dump in (zstd_d1[0], stream):
+    for dump in (zstd_d31[0], stream):
         text = crash_session(dump, "sys\nbt\nlog")
         assert "RELEASE: 6.1.0-56-amd64" in text, text[-2000:]
         assert 'PANIC: "Kernel panic - not syncing: sysrq triggered crash"' in text
         assert "sysrq_handle_crash" in text and "write_sysrq_trigger" in text
         assert last_log_line.split("] ", 1)[1] in text
+
+
+@needs_vmlinux
+@pytest.mark.parametrize("name", ["d31.kdump", "d31.flat", "d31.elf"])
+def test_drgn_sees_tasks_printk_and_the_crashed_stack(
+    name: str, zstd_d31: tuple[Path, str], out: Path, shared_fixtures: Path
+) -> None:
+    dump = out / name
+    if not dump.exists():
+        pytest.skip(f"needs {name} from an earlier test of this module")
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("drgn")),
+            "-q",
+            "-c",
+            str(dump),
+            "-s",
+            str(VMLINUX),
+            str(shared_fixtures / "drgn-check.py"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "tasks = 56" in proc.stdout
+    assert "memhog tasks = [(139, 'memhog')]" in proc.stdout
+    assert "printk records = 433" in proc.stdout
+    assert "'panic', 'sysrq_handle_crash'" in proc.stdout
