@@ -107,10 +107,10 @@ def warm(path: Path) -> None:
             pass
 
 
-def run_once(tool: Tool, src: Input, scratch: Path) -> Run:
+def run_once(tool: Tool, src: Input, scratch: Path, niceness: int) -> Run:
     out = scratch / "out.dump"
     inp = src.for_makedumpfile if tool.makedumpfile else src.for_kdumpd
-    argv = ["nice", "-n", "5", *tool.argv, str(inp), str(out)]
+    argv = ["nice", "-n", str(niceness), *tool.argv, str(inp), str(out)]
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert proc.stdout is not None
@@ -129,11 +129,26 @@ def run_once(tool: Tool, src: Input, scratch: Path) -> Run:
     return Run(src.name, tool.name, wall, cpu, usage.ru_maxrss, size)
 
 
+def header(args: argparse.Namespace, load_before: float) -> str:
+    """When, where and with what the numbers were taken: they mean little without it."""
+    mdf = subprocess.run(["makedumpfile", "-v"], capture_output=True, text=True).stdout
+    rev = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    return (
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {os.cpu_count()} CPUs, "
+        f"load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after, "
+        f"nice {args.nice}, {args.rounds} rounds; {mdf.splitlines()[0] if mdf else 'makedumpfile'}"
+        f"; kdumpd {rev}\n"
+    )
+
+
 def table(runs: list[Run], rounds: int, inputs: dict[str, Input]) -> str:
     rows = [
         f"| input | vmcore MiB | tool | wall s (median of {rounds}) | CPU s | peak RSS MiB "
-        "| output MiB | wall / mdf -c | wall / mdf -l | RSS / mdf -c | size / mdf -c |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| output MiB | wall / mdf -c | wall / mdf -l | CPU / mdf -c | RSS / mdf -c "
+        "| size / mdf -c |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     by_input: dict[str, dict[str, list[Run]]] = {}
     failed: list[str] = []
@@ -156,11 +171,12 @@ def table(runs: list[Run], rounds: int, inputs: dict[str, Input]) -> str:
         ref_l = stats.get("makedumpfile -d 31 -l")
         ram = inputs[name].ram_mib
         for tool, (wall, cpu, rss, size) in stats.items():
-            ratios = ["", "", "", ""]
+            ratios = ["", "", "", "", ""]
             if tool.startswith("kdumpd") and ref_c and ref_l:
                 ratios = [
                     f"{wall / ref_c[0]:.2f}",
                     f"{wall / ref_l[0]:.2f}",
+                    f"{cpu / ref_c[1]:.2f}",
                     f"{rss / ref_c[2]:.2f}",
                     f"{size / ref_c[3]:.2f}",
                 ]
@@ -181,6 +197,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, help="kdumpd-capture --threads (default: its own)")
     parser.add_argument("--only", choices=["makedumpfile", "kdumpd"], help="run one side only")
     parser.add_argument("--json", type=Path, help="also write every run here")
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=5,
+        help="niceness of the measured runs (default 5: shared hosts)",
+    )
     args = parser.parse_args(argv)
     names = args.inputs.split(",") if args.inputs else list(DEFAULT_INPUTS)
     names += (LARGE if args.large else []) + (HUGE if args.huge else [])
@@ -189,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         for t in tools(args.threads)
         if args.only is None or t.makedumpfile == (args.only == "makedumpfile")
     ]
+    load_before = os.getloadavg()[0]
     runs: list[Run] = []
     inputs: dict[str, Input] = {}
     for name in names:
@@ -200,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for round_no in range(args.rounds):
                 for tool in selected:
-                    run = run_once(tool, src, scratch)
+                    run = run_once(tool, src, scratch, args.nice)
                     runs.append(run)
                     print(
                         f"bench: {name} round {round_no + 1} {tool.name}: {run.wall:.2f} s, "
@@ -210,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+    print(header(args, load_before))
     print(table(runs, args.rounds, inputs))
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in runs], indent=1))
