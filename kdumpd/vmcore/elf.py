@@ -1,8 +1,8 @@
 """An ELF64 x86_64 vmcore as a :class:`~kdumpd.vmcore.source.DumpSource`.
 
-Reads ``/proc/vmcore`` (or a copy of it) and QEMU ``dump-guest-memory`` ELF files. pyelftools
-parses the ELF header and program headers (it honours ``e_phoff``, which QEMU 7.2 sets to 192,
-and ``PN_XNUM``); notes and memory are read here.
+Reads ``/proc/vmcore`` (or a copy of it) and QEMU ``dump-guest-memory`` ELF files: ``e_phoff`` is
+honoured (QEMU 7.2 sets it to 192, after a section header) and so is ``PN_XNUM`` (headers in
+:mod:`kdumpd.vmcore.elfhdr`).
 
 Physical addresses map to file offsets through the PT_LOADs, the first match in program-header
 order winning as in makedumpfile: on x86_64 the kernel-text PT_LOAD overlaps the direct map, and
@@ -12,22 +12,25 @@ its pages must be neither counted nor read twice.
 from __future__ import annotations
 
 import bisect
-import io
 import itertools
 import os
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from elftools.elf.elffile import ELFFile
 
-from kdumpd.vmcore.errors import (
-    VmcoreError,
-    VmcoreFormatError,
-    VmcoreMachineError,
-    VmcoreTruncatedError,
+from kdumpd.vmcore.elfhdr import (
+    EHDR,
+    PHDR,
+    PT_LOAD,
+    PT_NOTE,
+    SHDR,
+    ProgramHeader,
+    needs_section0,
+    parse_ehdr,
+    parse_phdrs,
 )
+from kdumpd.vmcore.errors import VmcoreError, VmcoreFormatError, VmcoreTruncatedError
 from kdumpd.vmcore.notes import NT_PRSTATUS, parse_notes
 from kdumpd.vmcore.vmcoreinfo import Vmcoreinfo, parse_vmcoreinfo
 from kdumpd.vmcore.window import FileWindow
@@ -196,67 +199,47 @@ class ElfVmcore:
         return memoryview(out) if zero_copy else bytes(out)
 
     def _read_headers(self) -> tuple[list[LoadSegment], list[tuple[int, int]]]:
-        head = self._window.read(0, min(64, self._file_size))
-        if len(head) < 4 or head[:4] != b"\x7fELF":
-            raise VmcoreFormatError(f"{self.path}: not an ELF file (no ELF magic)")
-        if len(head) < 64:
-            raise VmcoreTruncatedError(f"{self.path}: truncated inside the ELF header")
-        if head[4] != 2:
-            raise VmcoreFormatError(f"{self.path}: ELF class {head[4]} is not ELF64")
-        if head[5] != 1:
-            raise VmcoreFormatError(f"{self.path}: not a little-endian ELF file")
-        try:
-            elf = ELFFile(io.BufferedReader(_Reader(self._window, self._file_size)))
-            header = elf.header
-            machine, etype = header["e_machine"], header["e_type"]
-            if machine != "EM_X86_64":
-                raise VmcoreMachineError(f"{self.path}: ELF machine {machine} is not x86_64")
-            if etype != "ET_CORE":
-                raise VmcoreFormatError(f"{self.path}: ELF type {etype} is not a core file")
-            phoff, phnum = header["e_phoff"], elf.num_segments()
-            if header["e_phentsize"] != 56:
-                raise VmcoreFormatError(
-                    f"{self.path}: e_phentsize {header['e_phentsize']} is not 56"
-                )
-            if phoff + phnum * 56 > self._file_size:
-                raise VmcoreTruncatedError(
-                    f"{self.path}: program headers end past the end of the file"
-                )
-            phdrs = [elf.get_segment(i).header for i in range(phnum)]
-        except VmcoreError:
-            raise
-        except Exception as exc:  # pyelftools raises ELFError, construct and struct errors
-            raise VmcoreFormatError(f"{self.path}: bad ELF headers: {_first_line(exc)}") from None
-        return self._check_segments(phdrs)
+        head = self._window.read(0, min(EHDR.size, self._file_size))
+        shoff = needs_section0(head)
+        section0 = None
+        if shoff is not None and shoff + SHDR.size <= self._file_size:
+            section0 = self._window.read(shoff, SHDR.size)
+        header = parse_ehdr(head, section0, self.path)
+        size = header.phnum * PHDR.size
+        if header.phoff + size > self._file_size:
+            raise VmcoreTruncatedError(f"{self.path}: program headers end past the end of the file")
+        return self._check_segments(parse_phdrs(self._window.read(header.phoff, size)))
 
-    def _check_segments(self, phdrs: list[Any]) -> tuple[list[LoadSegment], list[tuple[int, int]]]:
+    def _check_segments(
+        self, phdrs: list[ProgramHeader]
+    ) -> tuple[list[LoadSegment], list[tuple[int, int]]]:
         loads: list[LoadSegment] = []
         note_ranges: list[tuple[int, int]] = []
         note_bytes = 0
         for index, ph in enumerate(phdrs):
-            ptype, offset, filesz = ph["p_type"], ph["p_offset"], ph["p_filesz"]
-            if ptype not in ("PT_LOAD", "PT_NOTE"):
+            ptype, offset, filesz = ph.type, ph.offset, ph.filesz
+            if ptype not in (PT_LOAD, PT_NOTE):
                 continue
-            if ptype == "PT_LOAD" and (offset == _NO_OFFSET or filesz == 0):
-                loads.append(LoadSegment(ph["p_paddr"], ph["p_vaddr"], ph["p_memsz"], 0, None))
+            if ptype == PT_LOAD and (offset == _NO_OFFSET or filesz == 0):
+                loads.append(LoadSegment(ph.paddr, ph.vaddr, ph.memsz, 0, None))
                 continue
             if offset + filesz > self._file_size:
                 raise VmcoreTruncatedError(
                     f"{self.path}: is truncated: program header {index} ({ptype}) needs "
                     f"{offset + filesz} bytes, the file has {self._file_size}"
                 )
-            if ptype == "PT_NOTE":
+            if ptype == PT_NOTE:
                 note_bytes += filesz
                 if note_bytes > MAX_NOTES_BYTES:
                     raise VmcoreFormatError(f"{self.path}: PT_NOTE segments exceed 64 MiB")
                 note_ranges.append((offset, filesz))
                 continue
-            memsz = ph["p_memsz"]
+            memsz = ph.memsz
             if filesz > memsz:
                 raise VmcoreFormatError(
                     f"{self.path}: program header {index}: p_filesz {filesz} > p_memsz {memsz}"
                 )
-            loads.append(LoadSegment(ph["p_paddr"], ph["p_vaddr"], memsz, filesz, offset))
+            loads.append(LoadSegment(ph.paddr, ph.vaddr, memsz, filesz, offset))
         if not loads:
             raise VmcoreFormatError(f"{self.path}: no PT_LOAD segment: not a vmcore")
         return loads, note_ranges
@@ -301,36 +284,3 @@ def _resolve_extents(loads: list[LoadSegment]) -> list[_Extent]:
             i += 1
         extents = sorted(extents + pieces, key=lambda e: e.start)
     return extents
-
-
-class _Reader(io.RawIOBase):
-    """A seekable file over the window, so pyelftools never reads the whole vmcore."""
-
-    def __init__(self, window: FileWindow, size: int) -> None:
-        super().__init__()
-        self._window, self._size, self._pos = window, size, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def tell(self) -> int:
-        return self._pos
-
-    def readinto(self, buf: Any) -> int:
-        n = max(0, min(len(buf), self._size - self._pos))
-        buf[:n] = self._window.read(self._pos, n)
-        self._pos += n
-        return n
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:120] if text else type(exc).__name__
