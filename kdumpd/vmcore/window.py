@@ -16,7 +16,7 @@ import os
 
 from kdumpd.vmcore.errors import VmcoreError, VmcoreTruncatedError
 
-WINDOW_BYTES = 4 << 20
+WINDOW_BYTES = 2 << 20  # a remap per 2 MiB costs microseconds; RSS is what is scarce
 _GRANULE = mmap.ALLOCATIONGRANULARITY
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -55,3 +57,26 @@ def test_chunk_size_does_not_change_the_decision(vmcore: ElfVmcore) -> None:
     whole = classifier(vmcore, 31).bitmaps()[1]
     small = classifier(vmcore, 31, chunk_pages=512).bitmaps()[1]
     assert np.array_equal(whole, small)
+
+
+def test_classifier_memory_is_bounded(fixture_vmcore: Path) -> None:
+    """A whole level-31 pass adds a few MiB to the interpreter with numpy, whatever the input
+    size: struct pages are read a chunk at a time and the bitmaps are packed."""
+    script = (
+        "import resource, sys, numpy\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "from kdumpd.vmcore.elf import ElfVmcore\n"
+        "from kdumpd.vmcore.classify import classifier\n"
+        "from kdumpd.vmcore.stats import dry_run_counts\n"
+        "dry_run_counts(classifier(ElfVmcore(sys.argv[1]), 31))\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(fixture_vmcore)],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    growth_kib = int(out.stdout.split()[-1])
+    assert growth_kib < 12 * 1024, f"classifier pass grew RSS by {growth_kib} KiB"
