@@ -20,6 +20,7 @@ _ENTRY_MASK = 0x000FFFFFFFFFF000
 _PRESENT = 0x1
 _PSE = 0x80
 _U64 = (1 << 64) - 1
+_MAX_LEAVES = 4096  # translations cached; vmemmap and the direct map use 2 MiB or 1 GiB pages
 _LEVEL_NAMES = ("PGD", "P4D", "PUD", "PMD", "PTE")
 
 
@@ -101,7 +102,7 @@ class X86_64:
                 off = vaddr & (size - 1)
                 return base + off, size - off
         base, size = self._walk(vaddr)
-        if len(self._leaves) > 65536:
+        if len(self._leaves) >= _MAX_LEAVES:
             self._leaves.clear()
         self._leaves[(vaddr & ~(size - 1), size)] = base
         off = vaddr & (size - 1)
