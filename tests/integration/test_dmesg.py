@@ -7,6 +7,8 @@ this host for the QEMU dump).
 
 from __future__ import annotations
 
+import mmap
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +38,29 @@ def test_fixture_dmesg_is_identical_to_makedumpfile(
 ) -> None:
     want = (shared_fixtures / "vmcore-6.1-kexec.dmesg.txt").read_bytes()
     assert extract(fixture_vmcore, tmp_path / "dmesg.txt") == want
+
+
+def test_unprintable_bytes_are_escaped_exactly_as_makedumpfile_does(
+    fixture_vmcore: Path, tmp_path: Path
+) -> None:
+    # A copy of the fixture whose "Command line:" record holds a control byte, a byte >= 0x80
+    # (makedumpfile prints it sign-extended) and DEL; tab stays as it is.
+    copy = tmp_path / "vmcore"
+    shutil.copyfile(fixture_vmcore, copy)
+    needle = b"Command line: console=ttyS0"
+    with copy.open("r+b") as f, mmap.mmap(f.fileno(), 0) as mem:
+        at = mem.find(needle)
+        assert at >= 0
+        while at >= 0:
+            mem[at + 14 : at + 18] = b"\x01\xe9\x7f\t"
+            at = mem.find(needle, at + 1)
+    mdf = tmp_path / "mdf.txt"
+    subprocess.run(
+        ["makedumpfile", "--dump-dmesg", str(copy), str(mdf)], capture_output=True, check=True
+    )
+    ours = extract(copy, tmp_path / "ours.txt")
+    assert b"Command line: \\x01\\xffffffe9\\x7f\tole=ttyS0" in ours
+    assert ours == mdf.read_bytes()
 
 
 def test_generated_kexec_vmcore_dmesg(kexec_vmcore: GeneratedVmcore, tmp_path: Path) -> None:
