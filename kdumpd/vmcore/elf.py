@@ -118,15 +118,23 @@ class ElfVmcore:
         """``struct elf_prstatus`` of each CPU that saved its registers, in note order."""
         return [n.desc for n in self.note_list if n.name == "CORE" and n.type == NT_PRSTATUS]
 
-    def present_ranges(self) -> list[tuple[int, int]]:
-        """Bitmap 1 as sorted, merged ``[start_pfn, end_pfn)`` ranges.
+    def load_pfn_spans(self, partial_tail: bool = False) -> list[tuple[int, int]]:
+        """``[start_pfn, end_pfn)`` of each PT_LOAD, in program-header order.
 
-        A partial leading page of a PT_LOAD is present, a partial trailing one not
-        (makedumpfile's rule, which crash and drgn expect of a kdump-compressed file)."""
+        A partial leading page is included. A partial trailing page is included only with
+        ``partial_tail``: makedumpfile counts it when it keeps its bitmaps whole and not when
+        it works in cycles (see :func:`kdumpd.vmcore.pfnlayout.makedumpfile_single_cycle`)."""
         ps = self._page_size
-        spans = sorted((s.paddr // ps, (s.paddr + s.memsz) // ps) for s in self.loads)
+        spans = []
+        for seg in self.loads:
+            end = seg.paddr + seg.memsz
+            spans.append((seg.paddr // ps, -(-end // ps) if partial_tail else end // ps))
+        return spans
+
+    def present_ranges(self, partial_tail: bool = False) -> list[tuple[int, int]]:
+        """Bitmap 1 as sorted, merged ``[start_pfn, end_pfn)`` ranges."""
         merged: list[tuple[int, int]] = []
-        for lo, hi in spans:
+        for lo, hi in sorted(self.load_pfn_spans(partial_tail)):
             if lo >= hi:
                 continue
             if merged and lo <= merged[-1][1]:
@@ -141,11 +149,10 @@ class ElfVmcore:
             set_bit_range(bitmap, lo, hi)
         return bitmap
 
-    def original_pages(self) -> int:
+    def original_pages(self, partial_tail: bool = False) -> int:
         """Pages summed over all PT_LOADs, as makedumpfile's "Original pages" counts them
         (kernel text counted again beside the direct map)."""
-        ps = self._page_size
-        return sum((s.paddr + s.memsz) // ps - s.paddr // ps for s in self.loads)
+        return sum(max(0, hi - lo) for lo, hi in self.load_pfn_spans(partial_tail))
 
     def read_pages(self, start_pfn: int, count: int) -> bytes | memoryview:
         return self._read(start_pfn * self._page_size, count * self._page_size, zero_copy=True)

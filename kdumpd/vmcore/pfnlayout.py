@@ -29,25 +29,45 @@ class PfnLayout:
     present: Ranges
     data: Ranges
     scan: Ranges
+    original: int  # makedumpfile's "Original pages"
+
+
+# makedumpfile's cyclic buffer is at most 4 MiB (calculate_cyclic_buffer_size).
+MAX_CYCLIC_BUFFER = 4 << 20
+
+
+def makedumpfile_single_cycle(max_mapnr: int) -> bool:
+    """Whether makedumpfile keeps both bitmaps whole (its "non-cyclic" mode, in a temporary
+    file) instead of working in cycles.
+
+    It does when a buffer of min(4 MiB, 2 * max_mapnr / 8 bytes, rounded down) holds
+    2 * max_mapnr bits, i.e. for machines up to 64 GiB whose max_mapnr is a multiple of 4,
+    given 60 % of the capture kernel's free memory exceeds that buffer, which it does for
+    any crashkernel size that can run a capture. The mode matters for bitmap 1 only: the whole
+    bitmap includes a PT_LOAD's partial trailing page, the cyclic one does not.
+    """
+    bitmap_bytes = max_mapnr * 2 // 8
+    return min(MAX_CYCLIC_BUFFER, bitmap_bytes) * 8 >= max_mapnr * 2
 
 
 def layout_of(source: DumpSource) -> PfnLayout:
     if isinstance(source, ElfVmcore):
         ps = source.page_size
-        present = source.present_ranges()
+        whole = makedumpfile_single_cycle(source.max_mapnr)
+        present = source.present_ranges(partial_tail=whole)
         nodata = merge(
             [
                 ((s.paddr + s.filesz) // ps, -(-(s.paddr + s.memsz) // ps))
                 for s in source.loads
-                if s.filesz < s.memsz
             ]
         )
         scan = merge([(-(-lo // ps), -(-hi // ps)) for lo, hi in source.backed_extents()])
-        return PfnLayout(source.max_mapnr, present, subtract(present, nodata), scan)
+        data = subtract(present, nodata)
+        return PfnLayout(source.max_mapnr, present, data, scan, source.original_pages(whole))
     # Other inputs (a kdump-compressed file being re-filtered) only know which pages they hold;
     # makedumpfile then tests is_in_segs against that bitmap too.
     held = bitmap_ranges(source.present_bitmap())
-    return PfnLayout(source.max_mapnr, held, held, held)
+    return PfnLayout(source.max_mapnr, held, held, held, sum(hi - lo for lo, hi in held))
 
 
 def merge(ranges: Ranges) -> Ranges:

@@ -13,7 +13,6 @@ from collections.abc import Iterable
 import numpy as np
 
 from kdumpd.vmcore.classify import Chunk, Classifier, PageCounts, zero_pages
-from kdumpd.vmcore.elf import ElfVmcore
 from kdumpd.vmcore.pagerules import DL_ZERO
 from kdumpd.vmcore.source import DumpSource
 
@@ -50,6 +49,4 @@ def dry_run_counts(cls: Classifier) -> PageCounts:
 def original_pages(source: DumpSource, cls: Classifier) -> int:
     """makedumpfile's "Original pages": per PT_LOAD for an ELF input (kernel text counted
     beside the direct map), else the pages of bitmap 1."""
-    if isinstance(source, ElfVmcore):
-        return source.original_pages()
-    return sum(hi - lo for lo, hi in cls.layout.present)
+    return cls.layout.original

@@ -16,6 +16,7 @@ import pytest
 from kdumpd.vmcore.classify import classifier
 from kdumpd.vmcore.elf import ElfVmcore
 from kdumpd.vmcore.errors import VmcoreError
+from kdumpd.vmcore.pfnlayout import makedumpfile_single_cycle
 from kdumpd.vmcore.x86_64 import START_KERNEL_MAP
 from tests.unit.vmcore_synth import Seg, build, default_notes
 
@@ -244,3 +245,22 @@ def test_unreadable_struct_pages_name_the_pfns(tmp_path: Path) -> None:
         message = r"struct pages of pfns 0x0-0x7ff: .* is not mapped \(PGD entry 273"
         with pytest.raises(VmcoreError, match=message):
             list(c.chunks())
+
+
+@pytest.mark.parametrize(("pages", "whole"), [(64, True), (63, False)])
+def test_partial_trailing_page_follows_makedumpfiles_bitmap_mode(
+    tmp_path: Path, pages: int, whole: bool
+) -> None:
+    """makedumpfile keeps its bitmaps whole when 2 * max_mapnr bits fill whole bytes (here 64
+    pfns), and only then puts a PT_LOAD's partial trailing page in bitmap 1. Bitmap 2 never
+    has it."""
+    path = tmp_path / "vmcore"
+    segs = [Seg(0x1000, 0x3C00), Seg(0x8000, pages * 4096 - 0x8000)]
+    path.write_bytes(build(segs, default_notes(None)))
+    with ElfVmcore(path) as vm:
+        assert makedumpfile_single_cycle(vm.max_mapnr) is whole
+        c = classifier(vm, 0)
+        (chunk,) = list(c.chunks())
+        assert bool(chunk.present[4]) is whole and not chunk.dumpable[4]
+        assert chunk.present[1:4].all() and chunk.dumpable[1:4].all()
+        assert c.layout.original == 3 + whole + pages - 8
