@@ -92,14 +92,21 @@ def dump_dmesg(source: DumpSource, output: str | os.PathLike[str]) -> None:
     """Write the dmesg of the kernel that crashed into SOURCE to OUTPUT (see the module doc)."""
     raw = source.vmcoreinfo_raw
     if raw is None:
-        raise VmcoreinfoMissingError("the dump has no VMCOREINFO note, needed to find the log")
+        where = getattr(source, "path", "the dump")
+        raise VmcoreinfoMissingError(f"{where}: no VMCOREINFO note, needed to find the log")
     info = parse_vmcoreinfo(raw)
     text_load = None
     if isinstance(source, ElfVmcore):  # only for kernels without NUMBER(phys_base)
         text_load = next(
             ((s.vaddr, s.paddr) for s in source.loads if s.vaddr >= START_KERNEL_MAP), None
         )
-    write_dmesg(iter_dmesg(info, X86_64(source, info, text_load).read_virt), output)
+    try:
+        write_dmesg(iter_dmesg(info, X86_64(source, info, text_load).read_virt), output)
+    except (DmesgError, VmcoreinfoMissingError) as exc:
+        where = getattr(source, "path", None)  # both inputs have one; say which file it was
+        if where is None or str(exc).startswith(f"{output}:"):
+            raise
+        raise type(exc)(f"{where}: {exc}") from None
 
 
 def write_dmesg(pieces: Iterator[bytes], output: str | os.PathLike[str]) -> None:

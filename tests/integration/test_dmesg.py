@@ -112,10 +112,25 @@ def test_vmcore_without_vmcoreinfo_is_a_one_line_error(tmp_path: Path) -> None:
     core = tmp_path / "core"
     subprocess.run([sys.executable, "-c", _TINY_CORE, str(core)], check=True, capture_output=True)
     source = ElfVmcore(core)
-    with pytest.raises(VmcoreinfoMissingError, match="no VMCOREINFO"):
+    with pytest.raises(VmcoreinfoMissingError, match=f"^{core}: no VMCOREINFO"):
         dump_dmesg(source, tmp_path / "dmesg.txt")
     assert not (tmp_path / "dmesg.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["core"]
+
+
+def test_cli_dump_dmesg_of_garbage_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    junk = tmp_path / "junk"
+    junk.write_bytes(b"not a vmcore at all" * 100)
+    out = tmp_path / "dmesg.txt"
+    run = subprocess.run(
+        [sys.executable, "-m", "kdumpd.cli.capture", "--dump-dmesg", str(junk), str(out)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode != 0
+    assert len(run.stderr.strip().splitlines()) == 1 and str(junk) in run.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["junk"]
 
 
 # An ELF64 x86_64 core with one PT_LOAD of one zero page and no notes.
