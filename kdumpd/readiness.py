@@ -7,6 +7,12 @@ to do. Errors make the machine not ready; warnings are risks that do not stop a 
 
 State: ``disabled`` when USE_KDUMP is not set (or 0); ``ready`` when the capture kernel is loaded
 (fadump: registered) and no error remains; otherwise ``not-ready``.
+
+Codes (e: error, w: warning): kdump-disabled e, config-missing w, kexec-unsupported e,
+crashkernel-missing e, crashkernel-not-reserved e, crashkernel-too-small w, kernel-missing e,
+initrd-missing e, kernel-not-relocatable e, kernel-unsigned e, kernel-link-stale w, not-loaded e,
+fadump-unsupported e, fadump-not-registered e, coredir-not-writable e, coredir-low-space w,
+sysrq-disabled w, sysrq-unavailable w.
 """
 
 from __future__ import annotations
