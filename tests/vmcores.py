@@ -204,31 +204,42 @@ def _run(cmd: list[str], log: Path, cwd: Path | None = None) -> str:
 
 
 def fetch_kernel(suite: str, log: Path, flavour: str = "amd64") -> str:
-    """Fetch linux-image-FLAVOUR of SUITE into KERNELS/debs; return the versioned package name."""
+    """Fetch linux-image-FLAVOUR of SUITE into KERNELS/debs; return the versioned package name.
+
+    The package lists are fetched once and refreshed only when the download fails (the mirror
+    moved on to a newer kernel since).
+    """
     state = CACHE / f"apt-{suite}"
     for sub in ("lists/partial", "cache/archives/partial", "archives/partial"):
         (state / sub).mkdir(parents=True, exist_ok=True)
     (state / "sources.list").write_text(f"deb [signed-by={KEYRING}] {DEBIAN_MIRROR} {suite} main\n")
     opts = _apt_options(state)
-    if not any((state / "lists").glob("*_Packages*")):
-        _run(["apt-get", *opts, "update"], log)
-    depends = _run(["apt-cache", *opts, "depends", f"linux-image-{flavour}"], log)
-    names = [
-        line.split()[1]
-        for line in depends.splitlines()
-        if line.strip().startswith("Depends:") and line.split()[1].startswith("linux-image-")
-    ]
-    if not names:
-        raise VmcoreGenerationError(
-            f"no linux-image package behind linux-image-{flavour} in {suite}"
-        )
-    package = names[0]
     debs = KERNELS / "debs"
     debs.mkdir(parents=True, exist_ok=True)
-    if not any(debs.glob(f"{package}_*.deb")):
-        _run(["apt-get", *opts, "download", package], log, cwd=debs)
+    for refresh in (False, True):
+        if refresh or not any((state / "lists").glob("*_Packages*")):
+            _run(["apt-get", *opts, "update"], log)
+        package = _depends_on(_run(["apt-cache", *opts, "depends", f"linux-image-{flavour}"], log))
+        if package is None:
+            raise VmcoreGenerationError(f"no package behind linux-image-{flavour} in {suite}")
+        try:
+            if not any(debs.glob(f"{package}_*.deb")):
+                _run(["apt-get", *opts, "download", package], log, cwd=debs)
+            break
+        except VmcoreGenerationError:
+            if refresh:
+                raise
     _unpack(max(debs.glob(f"{package}_*.deb"), key=lambda p: p.stat().st_mtime), log)
     return package
+
+
+def _depends_on(apt_cache_depends: str) -> str | None:
+    """The linux-image-<version> package that the metapackage depends on."""
+    for line in apt_cache_depends.splitlines():
+        words = line.split()
+        if words[:1] == ["Depends:"] and len(words) > 1 and words[1].startswith("linux-image-"):
+            return words[1]
+    return None
 
 
 def _unpack(deb: Path, log: Path) -> None:
@@ -251,6 +262,8 @@ def _unpack(deb: Path, log: Path) -> None:
 
 
 def _build(spec: VmcoreSpec, dest: Path) -> None:
+    for stale in GEN.glob(f".{spec.name}.tmp-*"):  # left by a run that was killed; we hold the lock
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{spec.name}.tmp-", dir=GEN))
     tmp.chmod(0o755)  # mkdtemp makes it private; other users' test runs read the result
     log = tmp / "make-vmcore.log"
