@@ -30,6 +30,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -37,6 +38,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 REPO = Path(__file__).resolve().parent.parent
 TOOLS = REPO.parent / "shared" / "tools"
@@ -274,13 +276,7 @@ def _build(spec: VmcoreSpec, dest: Path) -> None:
         if spec.suite:
             env["KPKG"] = fetch_kernel(spec.suite, log)
         with log.open("a") as out:
-            rc = subprocess.run(
-                [*_nice(), str(TOOLS / "make-vmcore.sh")],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                check=False,
-            ).returncode
+            rc = _run_group([*_nice(), str(TOOLS / "make-vmcore.sh")], env, out)
         if rc != 0:
             tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-15:])
             raise VmcoreGenerationError(f"make-vmcore.sh failed for {spec.name}:\n{tail}")
@@ -295,6 +291,20 @@ def _build(spec: VmcoreSpec, dest: Path) -> None:
         for big in ("vmcore", "vmcore.fixed.elf", "makedumpfile-d31.kdump"):
             (tmp / big).unlink(missing_ok=True)
         tmp.rename(failed)
+        raise
+
+
+def _run_group(cmd: list[str], env: dict[str, str], out: IO[str]) -> int:
+    """Run CMD in its own process group; if we are interrupted, end the whole group (the script
+    runs qemu in the background, which killing the script alone would leave running)."""
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        return proc.wait()
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait()
         raise
 
 
