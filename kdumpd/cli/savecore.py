@@ -132,6 +132,11 @@ def _run(prog: str, argv: Sequence[str], given: SystemRoot | None, reboot: bool)
     except KdumpdError as exc:
         print(f"{prog}: {exc}", file=sys.stderr, flush=True)
         code = exc.exit_code
+    except Exception as exc:
+        # In the capture kernel nobody reads a traceback and the machine must still come back:
+        # one line, then KDUMP_FAIL_CMD or the reboot like any other failure.
+        print(f"{prog}: internal error: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        code = 1
     if not reboot or args.no_reboot:
         return code
     if code != 0 and cfg.fail_cmd:

@@ -155,6 +155,10 @@ class Capture:
         except KdumpdError as exc:  # the target itself failed (remote gone, disk error)
             meta.errors.append(str(exc))
             committed = False
+        except Exception as exc:
+            meta.errors.append(f"internal error: {type(exc).__name__}: {exc}")
+            self.log(f"kdumpd-capture: internal error: {type(exc).__name__}: {exc}")
+            committed = False
         meta.status = layout.final_status(
             committed, meta.files.get("dump") is not None, meta.files.get("dmesg") is not None
         )

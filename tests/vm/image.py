@@ -56,7 +56,17 @@ DEBIAN_PACKAGES = [
 # What the guest runs: every kdumpd module except the D-Bus service, plus the stdlib modules that
 # only error paths import lazily (so a failure in the capture kernel is reported, not hidden by an
 # ImportError).
-PY_ENTRY_MODULES = ["encodings.latin_1", "encodings.ascii", "traceback", "json", "shlex"]
+PY_ENTRY_MODULES = [
+    "encodings.latin_1",
+    "encodings.ascii",
+    "traceback",
+    "json",
+    "shlex",
+    # codecs the engine imports only when a dump asks for them
+    "zstandard",
+    "zlib",
+    "lzo",
+]
 PY_SKIP_PACKAGES = ("kdumpd.service",)
 INVENTORY_SCRIPT = r"""
 import importlib, json, pkgutil, sys

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.vm.image import Image
+from .image import Image
 
 TIMEOUT = int(os.environ.get("KDUMPD_VM_TIMEOUT", "300"))
 
