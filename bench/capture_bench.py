@@ -31,12 +31,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+import numpy as np  # noqa: E402
 import vmcores  # noqa: E402 - the test helper that makes and caches vmcores
+
+from kdumpd.dumpfile.kdump_reader import KdumpSource  # noqa: E402
 
 FIXTURE = vmcores.CACHE / "vmcore-6.1-kexec"
 FIXTURE_ZST = REPO.parent / "shared" / "fixtures" / "vmcore-6.1-kexec.zst"
 KDUMPD = [str(REPO / ".venv" / "bin" / "kdumpd-capture")]
 DEFAULT_INPUTS = ["fixture", *vmcores.SPECS]
+MDF_L, KDUMPD_L = "makedumpfile -d 31 -l", "kdumpd-capture -d 31 -l"
 LARGE = ["bench-deb12-6.1-4g"]
 HUGE = ["bench-deb12-6.1-12g"]
 
@@ -70,7 +74,7 @@ class Input:
 def tools(threads: int | None) -> list[Tool]:
     out = [
         Tool("makedumpfile -d 31 -c", ("makedumpfile", "-d", "31", "-c"), True),
-        Tool("makedumpfile -d 31 -l", ("makedumpfile", "-d", "31", "-l"), True),
+        Tool(MDF_L, ("makedumpfile", "-d", "31", "-l"), True),
     ]
     version = subprocess.run(["makedumpfile", "-v"], capture_output=True, text=True).stdout
     if "zstd\tenabled" in version:
@@ -78,7 +82,7 @@ def tools(threads: int | None) -> list[Tool]:
     extra = ("--threads", str(threads)) if threads else ()
     out += [
         Tool("kdumpd-capture -d 31", (*KDUMPD, "-d", "31", *extra), False),
-        Tool("kdumpd-capture -d 31 -l", (*KDUMPD, "-d", "31", "-l", *extra), False),
+        Tool(KDUMPD_L, (*KDUMPD, "-d", "31", "-l", *extra), False),
     ]
     return out
 
@@ -107,8 +111,9 @@ def warm(path: Path) -> None:
             pass
 
 
-def run_once(tool: Tool, src: Input, scratch: Path, niceness: int) -> Run:
-    out = scratch / "out.dump"
+def run_once(tool: Tool, src: Input, scratch: Path, niceness: int, keep: bool = False) -> Run:
+    """One timed run; with KEEP the output stays as scratch/<tool name> for comparison."""
+    out = scratch / (tool.name if keep else "out.dump")
     inp = src.for_makedumpfile if tool.makedumpfile else src.for_kdumpd
     argv = ["nice", "-n", str(niceness), *tool.argv, str(inp), str(out)]
     t0 = time.perf_counter()
@@ -125,8 +130,20 @@ def run_once(tool: Tool, src: Input, scratch: Path, niceness: int) -> Run:
         out.unlink(missing_ok=True)
         return Run(src.name, tool.name, wall, cpu, usage.ru_maxrss, 0, f"rc={rc}: {last}")
     size = out.stat().st_size
-    out.unlink()
+    if not keep:
+        out.unlink()
     return Run(src.name, tool.name, wall, cpu, usage.ru_maxrss, size)
+
+
+def compare_pfns(ours: Path, theirs: Path) -> str:
+    """Bitmap 2 of two -d 31 dumps: pfns kept by makedumpfile, by kdumpd, and in only one."""
+    with KdumpSource(str(ours)) as a, KdumpSource(str(theirs)) as b:
+        mine, ref = a.present_bitmap(), b.present_bitmap()
+    n = min(len(mine), len(ref))  # max_mapnr may differ by a partial last page
+    count = np.unpackbits
+    only_ours = int(count(mine[:n] & ~ref[:n]).sum()) + int(count(mine[n:]).sum())
+    only_ref = int(count(ref[:n] & ~mine[:n]).sum()) + int(count(ref[n:]).sum())
+    return f"{int(count(ref).sum())} / {int(count(mine).sum())} / {only_ours}, {only_ref}"
 
 
 def header(args: argparse.Namespace, load_before: float) -> str:
@@ -212,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.only is None or t.makedumpfile == (args.only == "makedumpfile")
     ]
     load_before = os.getloadavg()[0]
+    decisions: dict[str, str] = {}
     runs: list[Run] = []
     inputs: dict[str, Input] = {}
     for name in names:
@@ -223,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for round_no in range(args.rounds):
                 for tool in selected:
-                    run = run_once(tool, src, scratch, args.nice)
+                    keep = round_no == 0 and tool.name in (MDF_L, KDUMPD_L)
+                    run = run_once(tool, src, scratch, args.nice, keep)
                     runs.append(run)
                     print(
                         f"bench: {name} round {round_no + 1} {tool.name}: {run.wall:.2f} s, "
@@ -231,10 +250,18 @@ def main(argv: list[str] | None = None) -> int:
                         file=sys.stderr,
                         flush=True,
                     )
+            kept = [scratch / MDF_L, scratch / KDUMPD_L]
+            if all(p.exists() for p in kept):
+                decisions[name] = compare_pfns(kept[1], kept[0])
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     print(header(args, load_before))
     print(table(runs, args.rounds, inputs))
+    if decisions:
+        print("\n| input | -d 31 pfns dumped: makedumpfile / kdumpd / only kdumpd, only mdf |")
+        print("|---|---|")
+        for name, text in decisions.items():
+            print(f"| {name} | {text} |")
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in runs], indent=1))
     return 0
