@@ -12,6 +12,7 @@ its pages must be neither counted nor read twice.
 from __future__ import annotations
 
 import bisect
+import heapq
 import itertools
 import os
 from dataclasses import dataclass
@@ -82,17 +83,18 @@ class ElfVmcore:
             self.vmcoreinfo: Vmcoreinfo | None = (
                 None if info is None else parse_vmcoreinfo(info.desc, self.path)
             )
+            end = max(s.paddr + s.memsz for s in self.loads)
+            if end > MAX_PHYS_ADDR:
+                raise VmcoreFormatError(
+                    f"{self.path}: a PT_LOAD ends at {end:#x}, beyond x86_64's 52-bit "
+                    "physical space"
+                )
         except BaseException:
             os.close(self._fd)
             raise
         self._page_size = self.vmcoreinfo.page_size if self.vmcoreinfo else DEFAULT_PAGE_SIZE
         self._extents = _resolve_extents(self.loads)
         self._starts = [e.start for e in self._extents]
-        end = max((s.paddr + s.memsz for s in self.loads), default=0)
-        if end > MAX_PHYS_ADDR:
-            raise VmcoreFormatError(
-                f"{self.path}: a PT_LOAD ends at {end:#x}, beyond x86_64's 52-bit physical space"
-            )
         self._max_mapnr = -(-end // self._page_size)
 
     # -- DumpSource -----------------------------------------------------------------------------
@@ -271,23 +273,27 @@ def _resolve_extents(loads: list[LoadSegment]) -> list[_Extent]:
     ordered = sorted(backed, key=lambda s: s.paddr)
     if all(a.paddr + a.filesz <= b.paddr for a, b in itertools.pairwise(ordered)):
         return [_Extent(s.paddr, s.paddr + s.filesz, s.offset or 0) for s in ordered]
-    # Overlaps (the kernel-text PT_LOAD): keep only what earlier segments do not cover.
+    # Overlaps (the kernel-text PT_LOAD): sweep the boundaries; between two of them the segment
+    # with the lowest program-header index that covers the range owns it. O(n log n), so that
+    # no header table, however hostile, makes this quadratic.
+    starting: dict[int, list[int]] = {}
+    for index, seg in enumerate(backed):
+        starting.setdefault(seg.paddr, []).append(index)
+    points = sorted({p for s in backed for p in (s.paddr, s.paddr + s.filesz)})
+    active: list[int] = []
     extents: list[_Extent] = []
-    for seg in backed:
-        hi, base = seg.paddr + seg.filesz, seg.offset or 0
-        starts = [e.start for e in extents]
-        i = bisect.bisect_right(starts, seg.paddr)
-        cur = seg.paddr
-        if i > 0:
-            cur = max(cur, extents[i - 1].end)
-        pieces: list[_Extent] = []
-        while cur < hi:
-            nxt = extents[i].start if i < len(extents) else hi
-            if nxt > cur:
-                pieces.append(_Extent(cur, min(nxt, hi), base + cur - seg.paddr))
-            if i >= len(extents):
-                break
-            cur = max(cur, extents[i].end)
-            i += 1
-        extents = sorted(extents + pieces, key=lambda e: e.start)
+    for here, there in itertools.pairwise(points):
+        for index in starting.get(here, ()):
+            heapq.heappush(active, index)
+        while active and backed[active[0]].paddr + backed[active[0]].filesz <= here:
+            heapq.heappop(active)  # ended; those below the top are dropped when they surface
+        if not active:
+            continue
+        seg = backed[active[0]]
+        offset = (seg.offset or 0) + here - seg.paddr
+        last = extents[-1] if extents else None
+        if last and last.end == here and last.offset + (last.end - last.start) == offset:
+            extents[-1] = _Extent(last.start, there, last.offset)
+        else:
+            extents.append(_Extent(here, there, offset))
     return extents

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kdumpd.vmcore.elf import ElfVmcore
 from kdumpd.vmcore.errors import (
@@ -142,3 +145,22 @@ def test_set_bit_range(lo: int, hi: int) -> None:
     bitmap = np.zeros(8, dtype=np.uint8)
     set_bit_range(bitmap, lo, hi)
     assert bits(bitmap) == list(range(lo, hi))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 60), st.integers(1, 30)), min_size=1, max_size=12))
+def test_overlapping_segments_resolve_to_the_first_match(spans: list[tuple[int, int]]) -> None:
+    from kdumpd.vmcore.elf import LoadSegment, _resolve_extents
+
+    loads = [LoadSegment(lo, lo, n, n, 1000 * i) for i, (lo, n) in enumerate(spans)]
+    extents = _resolve_extents(loads)
+    resolved = {}
+    for e in extents:
+        for a in range(e.start, e.end):
+            resolved[a] = e.offset + a - e.start
+    naive = {}
+    for seg in loads:
+        for a in range(seg.paddr, seg.paddr + seg.filesz):
+            naive.setdefault(a, (seg.offset or 0) + a - seg.paddr)
+    assert resolved == naive
+    assert all(a.end <= b.start for a, b in itertools.pairwise(extents))
