@@ -146,8 +146,9 @@ class ElfVmcore:
         return merged
 
     def present_bitmap(self) -> npt.NDArray[np.uint8]:
+        """Bitmap 1 as makedumpfile writes it for this input."""
         bitmap = np.zeros((self._max_mapnr + 7) // 8, dtype=np.uint8)
-        for lo, hi in self.present_ranges():
+        for lo, hi in self.present_ranges(makedumpfile_single_cycle(self._max_mapnr)):
             set_bit_range(bitmap, lo, hi)
         return bitmap
 
@@ -161,11 +162,6 @@ class ElfVmcore:
 
     def read_phys(self, paddr: int, size: int) -> bytes:
         return bytes(self._read(paddr, size, zero_copy=False))
-
-    def is_backed(self, paddr: int) -> bool:
-        """Whether the byte at ``paddr`` has file data (makedumpfile's ``is_in_segs``)."""
-        i = bisect.bisect_right(self._starts, paddr) - 1
-        return i >= 0 and paddr < self._extents[i].end
 
     def backed_extents(self) -> list[tuple[int, int]]:
         """Disjoint sorted ``(start, end)`` physical ranges with file data."""
@@ -252,6 +248,24 @@ class ElfVmcore:
         if not loads:
             raise VmcoreFormatError(f"{self.path}: no PT_LOAD segment: not a vmcore")
         return loads, note_ranges
+
+
+# makedumpfile's cyclic buffer is at most 4 MiB (calculate_cyclic_buffer_size).
+MAX_CYCLIC_BUFFER = 4 << 20
+
+
+def makedumpfile_single_cycle(max_mapnr: int) -> bool:
+    """Whether makedumpfile keeps both bitmaps whole (its "non-cyclic" mode, in a temporary
+    file) instead of working in cycles.
+
+    It does when a buffer of min(4 MiB, 2 * max_mapnr / 8 bytes, rounded down) holds
+    2 * max_mapnr bits, i.e. for machines up to 64 GiB whose max_mapnr is a multiple of 4,
+    given 60 % of the capture kernel's free memory exceeds that buffer, which it does for
+    any crashkernel size that can run a capture. The mode matters for bitmap 1 only: the whole
+    bitmap includes a PT_LOAD's partial trailing page, the cyclic one does not.
+    """
+    bitmap_bytes = max_mapnr * 2 // 8
+    return min(MAX_CYCLIC_BUFFER, bitmap_bytes) * 8 >= max_mapnr * 2
 
 
 def set_bit_range(bitmap: npt.NDArray[np.uint8], lo: int, hi: int) -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from kdumpd.vmcore.elf import ElfVmcore
+from kdumpd.vmcore.elf import ElfVmcore, makedumpfile_single_cycle
 from kdumpd.vmcore.source import DumpSource
 
 Ranges = list[tuple[int, int]]
@@ -32,34 +32,13 @@ class PfnLayout:
     original: int  # makedumpfile's "Original pages"
 
 
-# makedumpfile's cyclic buffer is at most 4 MiB (calculate_cyclic_buffer_size).
-MAX_CYCLIC_BUFFER = 4 << 20
-
-
-def makedumpfile_single_cycle(max_mapnr: int) -> bool:
-    """Whether makedumpfile keeps both bitmaps whole (its "non-cyclic" mode, in a temporary
-    file) instead of working in cycles.
-
-    It does when a buffer of min(4 MiB, 2 * max_mapnr / 8 bytes, rounded down) holds
-    2 * max_mapnr bits, i.e. for machines up to 64 GiB whose max_mapnr is a multiple of 4,
-    given 60 % of the capture kernel's free memory exceeds that buffer, which it does for
-    any crashkernel size that can run a capture. The mode matters for bitmap 1 only: the whole
-    bitmap includes a PT_LOAD's partial trailing page, the cyclic one does not.
-    """
-    bitmap_bytes = max_mapnr * 2 // 8
-    return min(MAX_CYCLIC_BUFFER, bitmap_bytes) * 8 >= max_mapnr * 2
-
-
 def layout_of(source: DumpSource) -> PfnLayout:
     if isinstance(source, ElfVmcore):
         ps = source.page_size
         whole = makedumpfile_single_cycle(source.max_mapnr)
         present = source.present_ranges(partial_tail=whole)
         nodata = merge(
-            [
-                ((s.paddr + s.filesz) // ps, -(-(s.paddr + s.memsz) // ps))
-                for s in source.loads
-            ]
+            [((s.paddr + s.filesz) // ps, -(-(s.paddr + s.memsz) // ps)) for s in source.loads]
         )
         scan = merge([(-(-lo // ps), -(-hi // ps)) for lo, hi in source.backed_extents()])
         data = subtract(present, nodata)

@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 
 from kdumpd.vmcore.classify import classifier
-from kdumpd.vmcore.elf import ElfVmcore
+from kdumpd.vmcore.elf import ElfVmcore, makedumpfile_single_cycle
 from kdumpd.vmcore.errors import VmcoreError
-from kdumpd.vmcore.pfnlayout import makedumpfile_single_cycle
 from kdumpd.vmcore.x86_64 import START_KERNEL_MAP
 from tests.unit.vmcore_synth import Seg, build, default_notes
 
