@@ -83,12 +83,13 @@ def test_lintian_reports_no_error(deb: Path) -> None:
         "/usr/share/polkit-1/actions/org.kdumpd.kdump1.policy",
         "/usr/share/kdumpd/kdump-tools.conf",
         "/usr/share/kdumpd/capture-initrd",
-        "/usr/share/kdumpd/initramfs-tools/kdumpd-sysctl",
+        "/lib/systemd/system-generators/kdumpd-dump-generator",
         "/etc/default/grub.d/kdump-tools.cfg",
         "/etc/kdump/sysctl.conf",
         "/etc/kernel/postinst.d/kdump-tools",
         "/etc/kernel/postrm.d/kdump-tools",
         "/var/lib/kdump",
+        "/var/crash",
     ],
 )
 def test_package_holds(contents: dict[str, str], path: str) -> None:
@@ -101,7 +102,7 @@ def test_scripts_and_hooks_are_executable(contents: dict[str, str]) -> None:
         "/usr/share/kdumpd/capture-initrd",
         "/etc/kernel/postinst.d/kdump-tools",
         "/etc/kernel/postrm.d/kdump-tools",
-        "/usr/share/kdumpd/initramfs-tools/kdumpd-sysctl",
+        "/lib/systemd/system-generators/kdumpd-dump-generator",
     ):
         assert contents[path].startswith("-rwxr-xr-x"), (path, contents[path])
 
@@ -140,8 +141,10 @@ def test_conffiles_and_enabled_units(deb: Path, tmp_path: Path) -> None:
     postinst = (tmp_path / "postinst").read_text()
     assert "ucf --debconf-ok" in postinst
     assert "deb-systemd-helper enable 'kdump-tools.service'" in postinst
-    assert "enable 'kdumpd.service'" not in postinst  # started by the bus, not at boot
-    assert "'kdump-tools-dump.service'" not in postinst.split("deb-systemd-invoke")[-1]
+    assert "deb-systemd-invoke $_dh_action 'kdump-tools.service'" in postinst
+    # kdumpd.service is started by the bus; kdump-tools-dump.service only in the capture boot.
+    assert "deb-systemd-invoke $_dh_action 'kdumpd.service'" not in postinst
+    assert "deb-systemd-invoke $_dh_action 'kdump-tools-dump.service'" not in postinst
     templates = (tmp_path / "templates").read_text()
     assert "Template: kdumpd/use_kdump" in templates
     assert "Should kdump be enabled by default?" in templates

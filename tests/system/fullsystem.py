@@ -128,6 +128,12 @@ class FullSystemRun:
         out = self.sh(f"busctl get-property {BUS[0]} {BUS[1]} {MANAGER} State")
         return out.strip()
 
+    def bus_evidence(self, state: str) -> str:
+        """What the daemon says about itself, for a failure message."""
+        problems = self.vm.sh(f"busctl get-property {BUS[0]} {BUS[1]} {MANAGER} Problems Armed")
+        journal = self.vm.sh("journalctl -b -u kdumpd -u kdump-tools --no-pager | tail -n 25")
+        return f"State: {state}\nProblems, Armed: {problems.out}{problems.err}\n{journal.out}"
+
     def wait_ready(self, timeout: float) -> str:
         """Poll `kdump-config show` until it says ready; return its last output."""
         deadline = time.monotonic() + timeout
@@ -186,8 +192,8 @@ class FullSystemRun:
             _check(out.rc == 0, "apt-get install ./kdumpd.deb failed", out)
             initrds = self.sh("ls -l /var/lib/kdump/")
             _check("initrd.img-" in initrds, "no capture initrd built at install", initrds)
-            size = self.sh("stat -c %s /var/lib/kdump/initrd.img-$(uname -r)").strip()
-            self.report.facts["capture initrd"] = f"{int(size) / 2**20:.1f} MiB"
+            built = re.search(r"kdumpd: built .*", out.out)
+            self.report.facts["capture initrd"] = built.group(0) if built else "?"
 
     def ready(self) -> None:
         with self.phase("ready"):
@@ -198,7 +204,7 @@ class FullSystemRun:
             show = self.wait_ready(timeout=120)
             self.report.facts["kdump-config show"] = "\n" + show.rstrip()
             state = self.state()
-            _check(state == 's "ready"', "the bus State is not ready", state)
+            _check(state == 's "ready"', "the bus State is not ready", self.bus_evidence(state))
             after = self.sh("systemctl is-active kdumpd.service").strip()
             _check(after == "active", "kdumpd.service was not bus-activated", after)
 
@@ -340,6 +346,7 @@ class FullSystemRun:
     PHASES = ("boot", "install", "ready", "polkit", "crash", "dump_listed", "purge", "drgn")
 
     def run(self) -> Report:
+        self.report.facts["host load at start"] = Path("/proc/loadavg").read_text().strip()
         try:
             self.build_inputs()
             for name in self.PHASES:
@@ -347,6 +354,7 @@ class FullSystemRun:
         except (PhaseFailed, GuestError, image.ImageError, subprocess.CalledProcessError):
             pass
         finally:
+            self.report.facts["host load at end"] = Path("/proc/loadavg").read_text().strip()
             if self.guest is not None:
                 (self.workdir / "console.log.txt").write_text(self.guest.console_text())
                 self.guest.close()
