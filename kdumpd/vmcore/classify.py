@@ -117,11 +117,17 @@ class Classifier:
     invalid_orders: list[tuple[int, int]] = field(default_factory=list)
 
     def chunks(self) -> Iterator[Chunk]:
+        """Decisions in pfn order. Chunks without any present pfn (holes) are left out: their
+        bits are zero in both bitmaps."""
         self.counts = PageCounts()
         self.invalid_orders = []
         walk = _Walk(self)
-        for start in range(0, self.max_mapnr, self.chunk_pages):
-            yield walk.chunk(start, min(start + self.chunk_pages, self.max_mapnr))
+        size = self.chunk_pages
+        for lo, hi in self.layout.present:
+            first = max(lo - lo % size, walk.next_chunk)
+            for start in range(first, min(hi, self.max_mapnr), size):
+                yield walk.chunk(start, min(start + size, self.max_mapnr))
+                walk.next_chunk = start + size
 
     def bitmaps(self) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
         """Packed bitmap 1 and bitmap 2 (zero pages still set), one pass."""
@@ -224,6 +230,8 @@ class _Walk:
         self.c = cls
         self.clear_until = 0  # pfns below this are cleared (an earlier range ran past its chunk)
         self.skip_until = 0  # pfns below this are not examined (same section only)
+        self.section: MemMapRange | None = None  # the section being walked
+        self.next_chunk = 0  # first pfn not yet handed out
         starts = [r.start_pfn for r in cls.model.ranges] if cls.model else []
         self.range_starts = starts
 
@@ -237,7 +245,8 @@ class _Walk:
         if mem_range is not None and c.rules is not None and c.rules.needs_scan(c.level):
             a, b = max(lo, mem_range.start_pfn), min(hi, mem_range.end_pfn)
             if a < b:
-                if a == mem_range.start_pfn:
+                if mem_range is not self.section:
+                    self.section = mem_range
                     self.skip_until = a  # makedumpfile restarts its walk at each section
                 self._scan(mem_range, a, b, dumpable[a - lo : b - lo])
         return Chunk(lo, present, dumpable)

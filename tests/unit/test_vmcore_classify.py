@@ -263,3 +263,12 @@ def test_partial_trailing_page_follows_makedumpfiles_bitmap_mode(
         assert bool(chunk.present[4]) is whole and not chunk.dumpable[4]
         assert chunk.present[1:4].all() and chunk.dumpable[1:4].all()
         assert c.layout.original == 3 + whole + pages - 8
+
+
+def test_holes_between_ram_ranges_cost_nothing(tmp_path: Path) -> None:
+    """RAM at 0 and at 1 TiB: only the chunks holding RAM are produced."""
+    path = tmp_path / "vmcore"
+    path.write_bytes(build([Seg(0, 8192), Seg(1 << 40, 8192)], default_notes(None)))
+    with ElfVmcore(path) as vm:
+        chunks = list(classifier(vm, 1).chunks())
+    assert [(c.start_pfn, int(c.present.sum())) for c in chunks] == [(0, 2), (1 << 28, 2)]
