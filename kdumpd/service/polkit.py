@@ -97,6 +97,11 @@ class PolkitAuthority:
         authorized, challenge, _details = reply.body[0]
         if authorized:
             return
+        if challenge and interactive:
+            raise InteractionRequiredError(
+                f"{action}: authentication is required, and no polkit authentication agent "
+                "answered for this caller (run it from a desktop session or with pkttyagent)"
+            )
         if challenge:
             raise InteractionRequiredError(
                 f"{action}: authentication is required (call with interactive authorization "
