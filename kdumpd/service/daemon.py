@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from dbus_fast import BusType, NameFlag, RequestNameReply
+from dbus_fast import BusType, MessageFlag, NameFlag, RequestNameReply, constants
 from dbus_fast.aio import MessageBus
 
 from kdumpd.config import CONFIG_PATH
@@ -153,7 +153,19 @@ class Daemon:
         self._loop.call_later(RECHECK, self._recheck)
 
 
+def accept_combined_message_flags() -> None:
+    """Work around dbus-fast 1.84 (Debian 12): its unmarshaller looks message flags up in a table
+    of single flags, and a call with two set (NO_AUTO_START|ALLOW_INTERACTIVE_AUTHORIZATION = 6)
+    raises KeyError in the reader and drops the daemon off the bus: any local user could stop it.
+    Completing the table in place fixes it; newer versions already fall back and are unaffected.
+    """
+    table = constants.MESSAGE_FLAG_MAP
+    for value in range(8):
+        table.setdefault(value, MessageFlag(value))
+
+
 async def serve(root: SystemRoot, bus_address: str | None) -> int:
+    accept_combined_message_flags()
     bus = MessageBus(bus_address=bus_address, bus_type=BusType.SYSTEM)
     await bus.connect()
     bus.add_message_handler(remember_call)
