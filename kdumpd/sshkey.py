@@ -22,8 +22,9 @@ class PropagateError(KdumpdError):
     """Generating or copying the key failed."""
 
 
-def run_command(argv: Sequence[str], timeout: float = 120.0) -> tuple[int, str]:
-    """Run without a shell; (exit status, combined output)."""
+def run_command(argv: Sequence[str], timeout: float = 20.0) -> tuple[int, str]:
+    """Run without a shell, no terminal; (exit status, combined output). The timeout stays
+    below the 25 s a bus client waits, so PropagateKey answers before its caller gives up."""
     try:
         proc = subprocess.run(
             list(argv),

@@ -186,7 +186,8 @@ class Manager:
         runner: Runner = run_command,
     ) -> None:
         self.root = root
-        self.arming = Arming(root, kexec)
+        # Below the 25 s clients wait by default, so a waiting caller gets Busy, not a timeout.
+        self.arming = Arming(root, kexec, lock_timeout=20.0)
         self.units = units
         self.trigger = trigger or SysrqTrigger(root)
         self.runner = runner

@@ -1,0 +1,136 @@
+"""kdump-config load|unload|reload|try-reload|symlinks|propagate on fake machines (no daemon)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from machines import RELEASE, Machine, build_machine
+
+from kdumpd.config import load_config
+from kdumpd.sshkey import PropagateError, propagate_key
+from kdumpd.system import SystemRoot
+
+BIN = Path(__file__).resolve().parents[2] / ".venv" / "bin"
+
+
+def kdump_config(m: Machine, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "KDUMPD_KEXEC_SIMULATE": "1",
+        # No daemon: a bus that is not there, so the command acts on the tree itself.
+        "DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={m.root}/no-bus",
+    }
+    return subprocess.run(
+        [str(BIN / "kdump-config"), "--root", str(m.root), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+
+
+@pytest.fixture
+def machine(tmp_path: Path) -> Machine:
+    return build_machine(tmp_path, loaded=False)
+
+
+def test_load_unload_reload(machine: Machine) -> None:
+    loaded = machine.root / "sys/kernel/kexec_crash_loaded"
+    done = kdump_config(machine, "load")
+    assert (done.returncode, done.stdout, done.stderr) == (0, "loaded kdump kernel\n", "")
+    assert loaded.read_text() == "1\n"
+    done = kdump_config(machine, "reload")
+    assert (done.returncode, done.stdout) == (0, "unloaded kdump kernel\nloaded kdump kernel\n")
+    done = kdump_config(machine, "unload")
+    assert (done.returncode, done.stdout) == (0, "unloaded kdump kernel\n")
+    assert loaded.read_text() == "0\n"
+
+
+def test_load_repairs_missing_links(machine: Machine) -> None:
+    (machine.root / "var/lib/kdump/vmlinuz").unlink()
+    done = kdump_config(machine, "load", "--local")
+    assert done.returncode == 0, done.stderr
+    assert "Creating symlink /var/lib/kdump/vmlinuz." in done.stdout
+    assert os.readlink(machine.root / "var/lib/kdump/vmlinuz") == f"/boot/vmlinuz-{RELEASE}"
+
+
+def test_disabled_config_does_not_load(machine: Machine) -> None:
+    config = machine.root / "etc/default/kdump-tools"
+    config.write_text(config.read_text().replace("USE_KDUMP=1", "USE_KDUMP=0"))
+    done = kdump_config(machine, "load")
+    assert done.returncode == 0
+    assert "kdump is disabled (USE_KDUMP=0" in done.stderr
+    assert (machine.root / "sys/kernel/kexec_crash_loaded").read_text() == "0\n"
+
+
+def test_not_reserved_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    m = build_machine(tmp_path, crash=None, loaded=False)
+    done = kdump_config(m, "load")
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1 and "crashkernel=" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_try_reload_leaves_hotplug_to_the_kernel(machine: Machine) -> None:
+    assert kdump_config(machine, "try-reload").stdout == ""  # not loaded: nothing to do
+    kdump_config(machine, "load")
+    machine.write("/sys/devices/system/cpu/crash_hotplug", "1\n")
+    done = kdump_config(machine, "try-reload")
+    assert "crash_hotplug=1" in done.stdout and done.returncode == 0
+
+
+def test_symlinks(machine: Machine) -> None:
+    assert kdump_config(machine, "symlinks").returncode == 2
+    assert kdump_config(machine, "symlinks", "../../etc").returncode == 2
+    missing = kdump_config(machine, "symlinks", "9.9.9")
+    assert missing.returncode == 1 and "/boot/vmlinuz-9.9.9 does not exist" in missing.stderr
+    machine.sparse("/boot/vmlinuz-6.19.0-1-generic", 1000)
+    no_initrd = kdump_config(machine, "symlinks", "6.19.0-1-generic")
+    assert no_initrd.returncode == 1 and "initrd.img-6.19.0-1-generic" in no_initrd.stderr
+    machine.sparse("/var/lib/kdump/initrd.img-6.19.0-1-generic", 1000)
+    done = kdump_config(machine, "symlinks", "6.19.0-1-generic")
+    assert done.returncode == 0, done.stderr
+    assert os.readlink(machine.root / "var/lib/kdump/vmlinuz") == "/boot/vmlinuz-6.19.0-1-generic"
+    kdump_config(machine, "load")
+    refused = kdump_config(machine, "symlinks", RELEASE)
+    assert refused.returncode == 1 and "unload" in refused.stderr
+
+
+def test_propagate_needs_ssh(machine: Machine) -> None:
+    done = kdump_config(machine, "propagate")
+    assert done.returncode == 2 and "SSH is not set" in done.stderr
+
+
+def test_propagate_makes_a_real_key_and_reports_a_refused_copy(machine: Machine) -> None:
+    config = machine.root / "etc/default/kdump-tools"
+    config.write_text(config.read_text() + "\nSSH=kdump@127.0.0.1\n")
+    root = SystemRoot(machine.root)
+    with pytest.raises(PropagateError, match=r"could not copy /root/\.ssh/kdump_id_rsa\.pub"):
+        propagate_key(root, load_config(root), batch=True)
+    key = machine.root / "root/.ssh/kdump_id_rsa"
+    assert key.is_file() and (key.stat().st_mode & 0o777) == 0o600
+    assert key.with_suffix(".pub").read_text().startswith("ssh-rsa ")
+
+
+def test_propagate_argument_lists(machine: Machine) -> None:
+    config = machine.root / "etc/default/kdump-tools"
+    config.write_text(config.read_text() + "\nSSH=kdump@backup.example\n")
+    calls: list[list[str]] = []
+
+    def runner(argv: object) -> tuple[int, str]:
+        calls.append(list(argv))  # type: ignore[call-overload]
+        return 0, ""
+
+    root = SystemRoot(machine.root)
+    done = propagate_key(root, load_config(root), runner=runner)
+    key = str(machine.root / "root/.ssh/kdump_id_rsa")
+    assert calls == [
+        ["ssh-keygen", "-q", "-t", "rsa", "-N", "", "-f", key],
+        ["ssh-copy-id", "-i", f"{key}.pub", "kdump@backup.example"],
+    ]
+    assert done.messages()[-1] == (
+        "propagated ssh key /root/.ssh/kdump_id_rsa to server kdump@backup.example"
+    )
