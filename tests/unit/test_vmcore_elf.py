@@ -164,3 +164,17 @@ def test_overlapping_segments_resolve_to_the_first_match(spans: list[tuple[int, 
             naive.setdefault(a, (seg.offset or 0) + a - seg.paddr)
     assert resolved == naive
     assert all(a.end <= b.start for a, b in itertools.pairwise(extents))
+
+
+def test_reads_fall_back_to_pread_when_mmap_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mmap
+
+    def refuse(*args: object, **kwargs: object) -> mmap.mmap:
+        raise OSError(19, "No such device")
+
+    monkeypatch.setattr(mmap, "mmap", refuse)
+    with ElfVmcore(write(tmp_path, build([Seg(0, 16 * PAGE)]))) as vm:
+        assert bytes(vm.read_pages(3, 5)) == expected(3 * PAGE, 5 * PAGE)
+        assert vm.read_phys(0x10, 8) == expected(0x10, 8)
