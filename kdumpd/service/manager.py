@@ -289,19 +289,25 @@ class Manager:
     def disarm(self, disable: bool = True) -> None:
         if disable and self.config().use_kdump:
             write_config(self.root, {"USE_KDUMP": "0"})
-        if self.units is not None:
-            if disable:
-                self.units.set_enabled(ARMING_UNIT, False)
-            self.units.stop(ARMING_UNIT)
-        self.arming.unload()
+        if self.units is None:
+            self.arming.unload()
+            return
+        # Under systemd the unit's ExecStop unloads; this sandbox cannot (no CAP_SYS_BOOT).
+        if disable:
+            self.units.set_enabled(ARMING_UNIT, False)
+        self.units.stop(ARMING_UNIT)
+        if read_loaded(self.root):
+            raise KexecFailedError(
+                f"the capture kernel is still loaded after stopping {ARMING_UNIT}: "
+                f"see 'journalctl -u {ARMING_UNIT}'"
+            )
 
     def reload(self) -> None:
         config = self.config()
         if not config.use_kdump:
             raise ConfigError(f"{config.path}: USE_KDUMP=0: kdump is disabled, nothing to reload")
         if self.units is not None:
-            self.arming.unload()
-            self._start_unit()
+            self._start_unit(restart=True)  # the unit's stop unloads, its start loads
         else:
             ensure_links(self.root, running_release(self.root))
             self.arming.reload(plan_from_config(self.root, config))
@@ -345,9 +351,9 @@ class Manager:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _start_unit(self) -> None:
+    def _start_unit(self, restart: bool = False) -> None:
         assert self.units is not None
-        if read_loaded(self.root):
+        if not restart and read_loaded(self.root):
             return
         started = time.time()
         if self.units.start(ARMING_UNIT):

@@ -42,20 +42,26 @@ class SystemdUnits:
         manager.load()
         return manager
 
-    def start(self, unit: str) -> bool:
-        proxy = self._unit(unit)
-        # Restart also re-runs a oneshot that is "active (exited)" but whose load was undone.
-        proxy.Unit.Restart(b"replace")
+    def _wait(self, proxy: Any) -> None:
+        """Until the unit has no queued job (systemd replies to Start/Stop before running it)."""
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             job_id, _path = proxy.Unit.Job
             if job_id == 0:
-                break
+                return
             time.sleep(0.1)
+
+    def start(self, unit: str) -> bool:
+        proxy = self._unit(unit)
+        # Restart also re-runs a oneshot that is "active (exited)" but whose load was undone.
+        proxy.Unit.Restart(b"replace")
+        self._wait(proxy)
         return bool(proxy.Unit.ActiveState == b"active")
 
     def stop(self, unit: str) -> None:
-        self._unit(unit).Unit.Stop(b"replace")
+        proxy = self._unit(unit)
+        proxy.Unit.Stop(b"replace")
+        self._wait(proxy)
 
     def set_enabled(self, unit: str, enabled: bool) -> None:
         manager = self._manager()

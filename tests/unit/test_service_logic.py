@@ -232,6 +232,7 @@ class Units:
 
     def stop(self, unit: str) -> None:
         self.calls.append(("stop", unit))
+        (self.root / "sys/kernel/kexec_crash_loaded").write_text("0\n")
 
     def set_enabled(self, unit: str, enabled: bool) -> None:
         self.calls.append(("enable" if enabled else "disable", unit))
@@ -241,9 +242,11 @@ def test_under_systemd_arming_goes_through_the_unit(machine: Machine) -> None:
     units = Units(machine.root, ok=True)
     m = manager(machine, units=units)
     m.arm()
+    m.reload()
     m.disarm()
     assert units.calls == [
         ("enable", "kdump-tools.service"),
+        ("start", "kdump-tools.service"),
         ("start", "kdump-tools.service"),
         ("disable", "kdump-tools.service"),
         ("stop", "kdump-tools.service"),
