@@ -483,3 +483,25 @@ def test_kdump_config_goes_through_the_running_daemon(
     assert (done.returncode, done.stdout) == (0, "unloaded kdump kernel\n"), done.stderr
     assert bus.prop("Armed") is False
     assert "USE_KDUMP=1" in (machine.root / CONFIG.lstrip("/")).read_text()
+
+
+def test_only_root_may_own_the_name(bus: Bus, kdumpd: Any) -> None:
+    request = [
+        "gdbus",
+        "call",
+        "--address",
+        bus.address,
+        "--dest",
+        "org.freedesktop.DBus",
+        "--object-path",
+        "/org/freedesktop/DBus",
+        "--method",
+        "org.freedesktop.DBus.RequestName",
+        BUS_NAME,
+        "4",
+    ]
+    denied = bus.run(request, user="nobody")
+    assert error_name(denied) == "org.freedesktop.DBus.Error.AccessDenied"
+    assert "not allowed to own the service" in denied.stderr
+    # Root may ask, and is told the name is taken (DO_NOT_QUEUE: 3 = EXISTS).
+    assert bus.run(request).stdout.strip() == "(uint32 3,)"
