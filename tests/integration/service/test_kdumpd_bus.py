@@ -505,3 +505,20 @@ def test_only_root_may_own_the_name(bus: Bus, kdumpd: Any) -> None:
     assert "not allowed to own the service" in denied.stderr
     # Root may ask, and is told the name is taken (DO_NOT_QUEUE: 3 = EXISTS).
     assert bus.run(request).stdout.strip() == "(uint32 3,)"
+
+
+def test_a_dump_being_finished_updates_its_object(bus: Bus, kdumpd: Any, machine: Machine) -> None:
+    d = machine.root / "var/crash/202611261200"
+    d.mkdir(mode=0o700)
+    path = "/org/kdumpd/Kdump1/dump/202611261200"
+    try:
+        (d / "dmesg.202611261200").write_text("Kernel panic - not syncing: Oops\n")
+        (d / "dump-incomplete").write_bytes(b"KDUMP   " + bytes(1000))
+        wait_until(lambda: exported(bus, path), what=path)
+        assert bus.prop("Status", path, DUMP) == "incomplete"
+        with bus.monitor() as seen:
+            (d / "dump-incomplete").rename(d / "dump.202611261200")  # what savecore does last
+            wait_until(lambda: "'Status': <'complete'>" in seen(), what="Status complete")
+        assert bus.prop("Status", path, DUMP) == "complete"
+    finally:
+        subprocess.run(["rm", "-rf", str(d)], check=True)
