@@ -24,11 +24,13 @@ from pathlib import PurePosixPath
 from types import FrameType
 from typing import NoReturn, TextIO
 
-from kdumpd.dumpfile.flat import reassemble
+from kdumpd.dumpfile.codecs import codec_by_name
+from kdumpd.dumpfile.flat import FlatSink, reassemble
 from kdumpd.dumpfile.kdump_reader import KdumpSource, is_kdump
 from kdumpd.dumpfile.pipeline import (
     CaptureOptions,
     CaptureReport,
+    Selection,
     capture_elf,
     capture_kdump,
 )
@@ -206,6 +208,32 @@ class Console:
         return Progress(sys.stderr if self.level & MSG_PROGRESS else None, label)
 
 
+def _write_dump(
+    source: DumpSource,
+    selection: Selection,
+    sink: Sink,
+    options: CaptureOptions,
+    console: Console,
+) -> CaptureReport:
+    if options.elf:
+        return capture_elf(
+            source,
+            selection,
+            sink,
+            options,
+            console.progress("Copying data"),
+            console.progress("Excluding zero pages"),
+        )
+    return capture_kdump(source, selection, sink, options, console.progress("Copying data"))
+
+
+def _remove_if_empty(sink: FileSink) -> None:
+    """A failure before the first byte leaves nothing worth keeping, not even a name."""
+    with contextlib.suppress(OSError):
+        if os.fstat(sink.fd).st_size == 0:
+            os.unlink(sink.name)
+
+
 def run_capture(args: argparse.Namespace, root: SystemRoot, console: Console) -> None:
     vmcore = _system_path(root, args.paths[0])
     options = CaptureOptions(
@@ -214,6 +242,7 @@ def run_capture(args: argparse.Namespace, root: SystemRoot, console: Console) ->
         elf=args.elf,
         threads=args.threads or len(os.sched_getaffinity(0)),
     )
+    codec_by_name(options.compression)  # an unusable codec fails before any output exists
     source = open_source(vmcore)
     try:
         selection = select_pages(source, options.dump_level, console.progress)
@@ -224,27 +253,18 @@ def run_capture(args: argparse.Namespace, root: SystemRoot, console: Console) ->
         if args.dry_run:
             sink = NullSink()
         elif args.flat:
-            from kdumpd.dumpfile.flat import FlatSink
-
             sink = FlatSink(sys.stdout.fileno())
         else:
             sink = _open_output(args.paths[1], args.force)
-        report: CaptureReport
-        if options.elf:
-            report = capture_elf(
-                source,
-                selection,
-                sink,
-                options,
-                console.progress("Copying data"),
-                console.progress("Excluding zero pages"),
-            )
-        else:
-            report = capture_kdump(
-                source, selection, sink, options, console.progress("Copying data")
-            )
-        if isinstance(sink, FileSink):
-            sink.close()
+        try:
+            report = _write_dump(source, selection, sink, options, console)
+        except BaseException:
+            if isinstance(sink, FileSink):
+                _remove_if_empty(sink)
+            raise
+        finally:
+            if isinstance(sink, FileSink):
+                sink.close()
         counts = dict(selection.counts, zero=report.zero_pages)
         stats = PageStats(
             original=selection.original,
@@ -332,6 +352,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_dmesg(args, root, console)
         else:
             run_capture(args, root, console)
+        console.common(f"\n{PROG} Completed.")
     except KdumpdError as exc:
         # One line, whatever the message level: an admin must always see why it failed.
         note = (
@@ -344,10 +365,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MemoryError:
         print(f"{PROG}: out of memory", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader of our messages went away (``| head``); Python's exit-time flush of
+        # stdout must not then print a traceback of its own.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print(f"{PROG}: standard output was closed", file=sys.stderr)
+        return 1
     except Exception as exc:  # a bug must still not show a traceback to an admin at a console
         print(f"{PROG}: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    console.common(f"\n{PROG} Completed.")
     return 0
 
 

@@ -301,3 +301,27 @@ def test_drgn_sees_tasks_printk_and_the_crashed_stack(
     assert "memhog tasks = [(139, 'memhog')]" in proc.stdout
     assert "printk records = 433" in proc.stdout
     assert "'panic', 'sysrq_handle_crash'" in proc.stdout
+
+
+def test_dump_dmesg_matches_makedumpfile(
+    fixture_vmcore: Path, out: Path, shared_fixtures: Path
+) -> None:
+    path = out / "dmesg.txt"
+    proc = run_capture("--dump-dmesg", fixture_vmcore, path)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert path.read_bytes() == (shared_fixtures / "vmcore-6.1-kexec.dmesg.txt").read_bytes()
+    assert f"The dmesg log is saved to {path}." in proc.stdout.decode()
+
+
+def test_dry_run_reports_without_writing(fixture_vmcore: Path, out: Path) -> None:
+    path = out / "never-written"
+    proc = run_capture("--dry-run", "--show-stats", "-d", "16", fixture_vmcore, path)
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert f"Free pages              : 0x{61507:016x}" in proc.stdout.decode()
+    assert not path.exists()
+
+
+def test_savecore_subcommand_is_dispatched() -> None:
+    proc = run_capture("savecore", "--help")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout.decode().startswith("usage: kdumpd-capture savecore")
