@@ -130,11 +130,14 @@ def ensure_links(root: SystemRoot, release: str, replace: bool = False) -> list[
         if not replace and image_exists(root, link):
             continue
         path = root.path(link)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        tmp.unlink(missing_ok=True)
-        tmp.symlink_to(target)
-        os.replace(tmp, path)  # atomic: the link is never missing in between
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(target)
+            os.replace(tmp, path)  # atomic: the link is never missing in between
+        except OSError as exc:
+            raise ArmError(f"cannot link {link} to {target}: {exc.strerror}") from exc
         made.append(f"Creating symlink {link}.")
     return made
 
@@ -286,8 +289,12 @@ class Arming:
     @contextmanager
     def _locked(self) -> Iterator[None]:
         path = self.root.path(LOCK_FILE)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            hint = " (arming needs root)" if os.geteuid() != 0 else ""
+            raise ArmError(f"cannot open the arm lock {LOCK_FILE}: {exc.strerror}{hint}") from exc
         try:
             deadline = time.monotonic() + self.lock_timeout
             while True:
