@@ -25,7 +25,7 @@ from kdumpd.capture_kernel import CaptureKernelError
 from kdumpd.errors import ConfigError, KdumpdError
 from kdumpd.kexec import BusyError, KexecFailedError, KexecUnavailableError, NotReservedError
 from kdumpd.service.dumps import DumpInfo, DumpNotFoundError
-from kdumpd.service.manager import Status
+from kdumpd.service.manager import Manager, Status
 from kdumpd.service.names import DUMP_IFACE, MANAGER_IFACE, Action, Error
 from kdumpd.service.polkit import InteractionRequiredError, NotAuthorizedError
 
@@ -145,7 +145,7 @@ async def _guarded(backend: Backend, what: str, action: Action, work: Callable[[
 class ManagerInterface(ServiceInterface):
     """``org.kdumpd.Kdump1.Manager`` at ``/org/kdumpd/Kdump1``."""
 
-    def __init__(self, backend: Backend, manager: Any) -> None:
+    def __init__(self, backend: Backend, manager: Manager) -> None:
         super().__init__(MANAGER_IFACE)
         self._backend = backend
         self._manager = manager
@@ -291,7 +291,7 @@ def variants(values: Mapping[str, str | int | bool]) -> dict[str, Variant]:
 class DumpInterface(ServiceInterface):
     """``org.kdumpd.Kdump1.Dump``: one saved dump."""
 
-    def __init__(self, backend: Backend, manager: Any, info: DumpInfo) -> None:
+    def __init__(self, backend: Backend, manager: Manager, info: DumpInfo) -> None:
         super().__init__(DUMP_IFACE)
         self._backend = backend
         self._manager = manager
