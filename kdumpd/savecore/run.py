@@ -216,9 +216,11 @@ class Capture:
         meta.files["dump"] = layout.INCOMPLETE_NAME
         output = target.open_dump(budget)
         error: str | None = None
+        written: int | None = None
         try:
             result = self.engine.write(output.sink, target.flattened)
             meta.pages["written"] = result.pages
+            written = result.bytes_written
         except KdumpdError as exc:
             error = f"dump: {exc}"
         try:
@@ -226,7 +228,8 @@ class Capture:
         except KdumpdError as exc:
             error = error or f"dump: {exc}"
         meta.durations["dump"] = time.monotonic() - t0
-        meta.sizes["dump"] = file_size(target, layout.INCOMPLETE_NAME)
+        # a local file's size on disk; for a stream, the bytes the writer sent
+        meta.sizes["dump"] = file_size(target, layout.INCOMPLETE_NAME) or written
         if error is not None:
             meta.errors.append(error)
             self.log(f"kdumpd-capture: {error}; the dump stays incomplete")

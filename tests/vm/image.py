@@ -198,6 +198,8 @@ def _stage_python(stage: Path) -> list[str]:
     stdlib = Path(inv["prefix"]) / "lib" / f"python{version}"
     _copy(interpreter, stage)
     binaries: list[Path] = [interpreter, *map(Path, GUEST_BINARIES)]
+    for b in GUEST_BINARIES:
+        _copy(Path(b), stage)
     for name in inv["files"]:
         f = Path(name)
         if f.is_relative_to(REPO / "kdumpd"):

@@ -54,7 +54,7 @@ def boot_cycle(
     work: Path,
     config: str,
     *,
-    memory: str = "768M",
+    memory: str = "512M",
     crashkernel: str = "192M",
     target_mib: int = 256,
     fw_files: dict[str, str] | None = None,

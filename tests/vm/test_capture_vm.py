@@ -94,7 +94,7 @@ def _check_dump_with_drgn(dump: Path) -> str:
         "prog.set_core_dump(sys.argv[1])\n"
         "if len(sys.argv) > 2:\n"
         "    prog.load_debug_info([sys.argv[2]])\n"
-        "    print(prog.stack_trace(prog.crashed_thread()))\n"
+        "    print(prog.crashed_thread().stack_trace())\n"
         "else:\n"
         "    from drgn.helpers.linux.kallsyms import load_vmlinux_kallsyms\n"
         "    prog.register_symbol_finder('kallsyms', load_vmlinux_kallsyms(prog), enable_index=0)\n"
