@@ -13,6 +13,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[3]
-BIN = REPO / ".venv" / "bin"
+# The scripts of the venv running the tests (.venv, or .venv-debian for Debian's packaged modules).
+BIN = Path(sys.executable).parent
 BUS_NAME = "org.kdumpd.Kdump1"
 PATH = "/org/kdumpd/Kdump1"
 MANAGER = "org.kdumpd.Kdump1.Manager"
@@ -221,7 +223,7 @@ def _start_polkitd(bus: Bus) -> None:
 
 
 def start_kdumpd(bus: Bus, root: Path) -> subprocess.Popen[Any]:
-    """The real daemon (.venv/bin/kdumpd) on a fake machine; its kernel simulated (see kexec)."""
+    """The real daemon (BIN/kdumpd) on a fake machine; its kernel simulated (see kexec)."""
     log = (bus.directory / f"kdumpd-{root.name}.log").open("w")
     proc = subprocess.Popen(
         [str(BIN / "kdumpd"), "--root", str(root)],
