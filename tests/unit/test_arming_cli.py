@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,8 @@ from kdumpd.config import load_config
 from kdumpd.sshkey import PropagateError, propagate_key
 from kdumpd.system import SystemRoot
 
-BIN = Path(__file__).resolve().parents[2] / ".venv" / "bin"
+# The scripts of the venv running the tests (.venv, or .venv-debian for Debian's packaged modules).
+BIN = Path(sys.executable).parent
 
 
 def kdump_config(m: Machine, *args: str) -> subprocess.CompletedProcess[str]:
