@@ -522,3 +522,17 @@ def test_a_dump_being_finished_updates_its_object(bus: Bus, kdumpd: Any, machine
         assert bus.prop("Status", path, DUMP) == "complete"
     finally:
         subprocess.run(["rm", "-rf", str(d)], check=True)
+
+
+def test_a_second_daemon_refuses_to_queue(bus: Bus, kdumpd: Any, machine: Machine) -> None:
+    second = subprocess.run(
+        [str(BIN / "kdumpd"), "--root", str(machine.root)],
+        capture_output=True,
+        text=True,
+        env=bus.env(),
+        timeout=30,
+        check=False,
+    )
+    assert second.returncode == 1
+    assert "is another kdumpd running?" in second.stderr
+    assert kdumpd.poll() is None and bus.prop("CoreDir") == "/var/crash"
