@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kdumpd.vmcore.classify import classifier
 from kdumpd.vmcore.elf import ElfVmcore, makedumpfile_single_cycle
@@ -272,3 +274,41 @@ def test_holes_between_ram_ranges_cost_nothing(tmp_path: Path) -> None:
     with ElfVmcore(path) as vm:
         chunks = list(classifier(vm, 1).chunks())
     assert [(c.start_pfn, int(c.present.sum())) for c in chunks] == [(0, 2), (1 << 28, 2)]
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(0, 31))
+def test_garbage_struct_pages_never_break_the_walk(seed: int, level: int) -> None:
+    """Whatever the struct pages hold (a corrupted crashed kernel), the classifier ends with
+    a subset of the present pages and sane counts. Fields mix random words with the values
+    the classifier reacts to, so every branch meets nonsense."""
+    import tempfile
+
+    rng = np.random.default_rng(seed)
+    era = ERA["6.12"]
+    k = Kernel("6.12")
+
+    def pick(choices: list[int]) -> list[int]:
+        words = rng.integers(0, 1 << 63, PAGES, dtype=np.uint64).tolist()
+        chosen = rng.choice(choices, PAGES).tolist()
+        return [c if rng.random() < 0.7 else w for c, w in zip(chosen, words, strict=True)]
+
+    fields = {
+        "flags": pick([0, HEAD, 1 << PG_LRU, (1 << PG_LRU) | (1 << PG_PRIVATE), 1 << PG_HWPOISON]),
+        "mapcount": pick([-1, era["buddy"], era["slab"], era["hugetlb"], era["offline"]]),
+        "private": pick([0, 1, 9, 10, 11, 63, 64, 200]),
+        "compound_head": pick([0, 1, 0xFFFF888000000001]),
+        "mapping": pick([0, 1, 0xFFFF888000100000, 0xFFFF888000100001]),
+    }
+    for pfn in range(PAGES):
+        k.set(pfn, **{name: int(values[pfn]) for name, values in fields.items()})
+    with tempfile.TemporaryDirectory() as tmp, ElfVmcore(k.write(Path(tmp))) as vm:
+        c = classifier(vm, level, chunk_pages=512)
+        kept = 0
+        for chunk in c.chunks():
+            assert not (chunk.dumpable & ~chunk.present).any()
+            kept += int(chunk.dumpable.sum())
+        counts = c.counts.as_dict()
+    assert all(v >= 0 for v in counts.values())
+    assert 0 <= kept <= PAGES
+    assert len(c.invalid_orders) <= 1000
