@@ -62,16 +62,18 @@ def merge(ranges: Ranges) -> Ranges:
 
 
 def subtract(ranges: Ranges, holes: Ranges) -> Ranges:
-    """``ranges`` minus ``holes`` (both sorted and disjoint)."""
+    """``ranges`` minus ``holes`` (both sorted and disjoint), in one linear sweep."""
     out: Ranges = []
+    j = 0
     for lo, hi in ranges:
-        cur = lo
-        for hlo, hhi in holes:
-            if hhi <= cur or hlo >= hi:
-                continue
-            if hlo > cur:
-                out.append((cur, hlo))
-            cur = max(cur, hhi)
+        while j < len(holes) and holes[j][1] <= lo:
+            j += 1
+        cur, k = lo, j
+        while k < len(holes) and holes[k][0] < hi:
+            if holes[k][0] > cur:
+                out.append((cur, holes[k][0]))
+            cur = max(cur, holes[k][1])
+            k += 1
         if cur < hi:
             out.append((cur, hi))
     return out

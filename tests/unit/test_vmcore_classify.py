@@ -312,3 +312,16 @@ def test_garbage_struct_pages_never_break_the_walk(seed: int, level: int) -> Non
     assert all(v >= 0 for v in counts.values())
     assert 0 <= kept <= PAGES
     assert len(c.invalid_orders) <= 1000
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 200), st.integers(0, 30))),
+    st.lists(st.tuples(st.integers(0, 200), st.integers(0, 30))),
+)
+def test_range_subtraction(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> None:
+    from kdumpd.vmcore.pfnlayout import mask, merge, subtract
+
+    ranges, holes = merge([(x, x + n) for x, n in a]), merge([(x, x + n) for x, n in b])
+    got = mask(subtract(ranges, holes), 0, 240)
+    assert np.array_equal(got, mask(ranges, 0, 240) & ~mask(holes, 0, 240))
