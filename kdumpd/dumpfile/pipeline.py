@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 import numpy as np
+import numpy.typing as npt
 
 from kdumpd.dumpfile.codecs import codec_by_name
 from kdumpd.dumpfile.elf import ElfWriter, LoadLike, plan_segments, segments_from_bitmap
@@ -73,19 +74,21 @@ class CaptureReport:
 
 def _read_batch(
     source: DumpSource, batch: list[tuple[int, int]], buf: np.ndarray, page_size: int
-) -> tuple[np.ndarray, list[int]]:
+) -> np.ndarray:
     """Copy the batch's pages into ``buf``: the source may hand out views of an mmap window
     that its next read replaces, so nothing keeps a view past this call."""
     pos = 0
-    pfns: list[int] = []
     for start, count in batch:
         size = count * page_size
         view = source.read_pages(start, count)
         buf[pos : pos + size] = np.frombuffer(view, dtype=np.uint8, count=size)
         del view
         pos += size
-        pfns.extend(range(start, start + count))
-    return buf[:pos], pfns
+    return buf[:pos]
+
+
+def _batch_pfns(batch: list[tuple[int, int]]) -> npt.NDArray[np.int64]:
+    return np.concatenate([np.arange(s, s + n, dtype=np.int64) for s, n in batch])
 
 
 def remove_zero_pages(
@@ -97,11 +100,10 @@ def remove_zero_pages(
     total = popcount(bitmap2)
     done = zeros = 0
     for batch in iter_batches(iter_runs(bitmap2.copy()), options.batch_pages):
-        data, pfns = _read_batch(source, batch, buf, ps)
-        zero = zero_pages(data, ps)
-        clear_bits(bitmap2, np.asarray(pfns, dtype=np.int64)[zero])
+        zero = zero_pages(_read_batch(source, batch, buf, ps), ps)
+        clear_bits(bitmap2, _batch_pfns(batch)[zero])
         zeros += int(zero.sum())
-        done += len(pfns)
+        done += len(zero)
         progress.update(done, total)
     progress.update(total, total)
     return zeros
@@ -130,8 +132,8 @@ def capture_kdump(
         mv = buf.data
         total = writer.num_dumpable
         for batch in iter_batches(iter_runs(selection.bitmap2), options.batch_pages):
-            data, pfns = _read_batch(source, batch, buf, ps)
-            n = len(pfns)
+            data = _read_batch(source, batch, buf, ps)
+            n = len(data) // ps
             writer.write_pages([mv[i * ps : (i + 1) * ps] for i in range(n)], zero_pages(data, ps))
             progress.update(writer.stats.pages, total)
         progress.update(total, total)

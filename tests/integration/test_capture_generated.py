@@ -3,6 +3,8 @@ Debian 13 6.12 captured by a real crash kernel, and a QEMU dump-guest-memory ELF
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,3 +46,46 @@ def test_qemu_elf_input(vmcore_qemu: GeneratedVmcore, tmp_path: Path) -> None:
         assert (ours.ram_bitmap() == ref.ram_bitmap()).all()
         kept = popcount(ours.present_bitmap())
     assert assert_same_pages_libkdumpfile(out, vmcore_qemu.vmcore) == kept
+
+
+RSS_LIMIT_KIB = 48 * 1024
+# VmHWM, not ru_maxrss: the latter keeps the forking pytest process's size across exec.
+_MEASURED = (
+    "import sys\n"
+    "from kdumpd.cli.capture import main\n"
+    "rc = main(sys.argv[1:])\n"
+    "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0].split()[1]\n"
+    "print('maxrss', hwm, file=sys.stderr)\n"
+    "sys.exit(rc)\n"
+)
+
+
+def _peak_rss_kib(*args: str | Path) -> int:
+    proc = subprocess.run(
+        [sys.executable, "-c", _MEASURED, *map(str, args)], capture_output=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    return int(proc.stderr.decode().split("maxrss")[-1])
+
+
+def test_peak_rss_stays_under_48_mib_as_input_grows(
+    fixture_vmcore: Path, vmcore_6_12: GeneratedVmcore, tmp_path: Path
+) -> None:
+    """The whole process (interpreter, numpy, buffers) on a 0.6 GB and a 1.5 GB vmcore."""
+    small = _peak_rss_kib("-d", "31", "--message-level", "0", fixture_vmcore, tmp_path / "a")
+    large = _peak_rss_kib("-d", "31", "--message-level", "0", vmcore_6_12.vmcore, tmp_path / "b")
+    print(f"peak RSS: {small} KiB (0.6 GB vmcore), {large} KiB (1.5 GB vmcore)")
+    assert small <= RSS_LIMIT_KIB and large <= RSS_LIMIT_KIB, (small, large)
+    assert large - small < 4 * 1024, (small, large)  # flat: bitmaps grow by 2 bits per page
+
+
+def test_root_option_reads_proc_vmcore_under_it(fixture_vmcore: Path, tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "proc").mkdir(parents=True)
+    (root / "proc" / "vmcore").symlink_to(fixture_vmcore)
+    proc = run_capture(
+        "--root", root, "-d", "31", "--message-level", "0", "/proc/vmcore", tmp_path / "dump"
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    with KdumpSource(str(tmp_path / "dump")) as dump:
+        assert popcount(dump.present_bitmap()) == 23_784
