@@ -245,3 +245,27 @@ def test_real_kexec_file_load_error_is_explained() -> None:
         errno.EPERM: "permission",
     }[err]
     assert expected in message
+
+
+def test_plan_follows_the_config_and_panic_on_oops_is_configurable(tmp_path: Path) -> None:
+    from machines import RELEASE, build_machine
+
+    from kdumpd.config import load_config
+    from kdumpd.errors import ConfigError
+
+    build_machine(tmp_path, loaded=False)
+    root = SystemRoot(tmp_path)
+    plan = arming.plan_from_config(root, load_config(root))
+    assert (plan.kernel, plan.initrd, plan.panic_on_oops) == (
+        "/var/lib/kdump/vmlinuz",
+        "/var/lib/kdump/initrd.img",
+        True,
+    )
+    assert "systemd.unit=kdump-tools-dump.service" in plan.cmdline
+    assert "crashkernel=" not in plan.cmdline and f"vmlinuz-{RELEASE}" in plan.cmdline
+    config = tmp_path / "etc/default/kdump-tools"
+    config.write_text(config.read_text() + "\nKDUMP_PANIC_ON_OOPS=0\n")
+    assert arming.plan_from_config(root, load_config(root)).panic_on_oops is False
+    config.write_text(config.read_text() + "\nKDUMP_PANIC_ON_OOPS=yes\n")
+    with pytest.raises(ConfigError, match="KDUMP_PANIC_ON_OOPS: expected 0 or 1"):
+        arming.plan_from_config(root, load_config(root))
