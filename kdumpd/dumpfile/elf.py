@@ -10,11 +10,9 @@ shorter runs are written with their real contents.  Incomplete files carry ``e_f
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
-
-import numpy as np
 
 from kdumpd.dumpfile.pages import Bitmap, iter_runs
 from kdumpd.dumpfile.progress import Progress
@@ -33,7 +31,7 @@ _EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
 _PHDR = struct.Struct("<IIQQQQQQ")
 _SHDR = struct.Struct("<IIQQQQIIQQ")
 _IDENT: Final = b"\x7fELF\x02\x01\x01".ljust(16, b"\0")
-_COPY_BYTES: Final = 2 << 20
+_COPY_BYTES: Final = 512 << 10  # per read: bounded like the kdump batches
 
 
 class LoadLike(Protocol):
@@ -80,25 +78,14 @@ def plan_segments(loads: Sequence[LoadLike], bitmap2: Bitmap, page_size: int) ->
         start, end = load.paddr, load.paddr + load.memsz
         first = start // page_size
         last = min(-(-end // page_size), nbits)
-        lo_byte, hi_byte = first // 8, -(-last // 8)
-        bits = np.unpackbits(bitmap2[lo_byte:hi_byte], bitorder="little")
-        bits = bits[first - lo_byte * 8 : last - lo_byte * 8]
-        pfns = np.flatnonzero(bits) + first
         pieces: list[tuple[int, int, int]] = []  # paddr, filesz, memsz
         cursor = start
-        if len(pfns):
-            breaks = np.flatnonzero(np.diff(pfns) > PFN_EXCLUDED) + 1
-            group_first = pfns[np.concatenate(([0], breaks))]
-            group_last = pfns[np.concatenate((breaks - 1, [len(pfns) - 1]))]
-            # A short excluded run at the start of a load is written too, like any short gap.
-            if group_first[0] - first < PFN_EXCLUDED:
-                group_first[0] = first
-            for gf, gl in zip(group_first.tolist(), group_last.tolist(), strict=True):
-                lo, hi = max(start, gf * page_size), min(end, (gl + 1) * page_size)
-                if lo > cursor:
-                    pieces = _extend_last(pieces, cursor, lo)
-                pieces.append((lo, hi - lo, hi - lo))
-                cursor = hi
+        for gf, gl in _groups(bitmap2, first, last):
+            lo, hi = max(start, gf * page_size), min(end, (gl + 1) * page_size)
+            if lo > cursor:
+                pieces = _extend_last(pieces, cursor, lo)
+            pieces.append((lo, hi - lo, hi - lo))
+            cursor = hi
         if cursor < end or not pieces:
             pieces = _extend_last(pieces, cursor, end)
         out.extend(
@@ -106,6 +93,27 @@ def plan_segments(loads: Sequence[LoadLike], bitmap2: Bitmap, page_size: int) ->
             for p, filesz, memsz in pieces
         )
     return out
+
+
+def _groups(bitmap2: Bitmap, first: int, last: int) -> Iterator[tuple[int, int]]:
+    """``(first_pfn, last_pfn)`` of kept pfns in ``[first, last)``, merged across excluded gaps
+    shorter than ``PFN_EXCLUDED``; a short gap at ``first`` joins the first group."""
+    lo_byte = first // 8
+    group: list[int] | None = None
+    for run_start, count in iter_runs(bitmap2[lo_byte : -(-last // 8)]):
+        s = max(run_start + lo_byte * 8, first)
+        e = min(run_start + lo_byte * 8 + count, last) - 1
+        if s > e:
+            continue
+        if group is None:
+            group = [first if s - first < PFN_EXCLUDED else s, e]
+        elif s - group[1] - 1 < PFN_EXCLUDED:
+            group[1] = e
+        else:
+            yield group[0], group[1]
+            group = [s, e]
+    if group is not None:
+        yield group[0], group[1]
 
 
 def _extend_last(

@@ -26,6 +26,7 @@ from kdumpd.dumpfile.kdump_format import (
     SubHeader,
     Utsname,
 )
+from kdumpd.dumpfile.pages import popcount
 from kdumpd.dumpfile.sink import Sink
 from kdumpd.errors import KdumpdError
 
@@ -78,7 +79,7 @@ class KdumpWriter:
         self.dump_level = dump_level
         self.shared_zero = bool(dump_level & 1)
         self.layout = Layout(meta.page_size, meta.max_mapnr, len(meta.notes))
-        self.num_dumpable = int(np.unpackbits(bitmap2).sum(dtype=np.int64))
+        self.num_dumpable = popcount(bitmap2)
         self.stats = WriteStats()
         self._desc_cursor = self.layout.desc_offset
         self._data_cursor = self.layout.data_offset(self.num_dumpable)

@@ -13,8 +13,9 @@ import numpy as np
 import numpy.typing as npt
 
 Bitmap = npt.NDArray[np.uint8]
-# Bitmap bytes expanded per step (1 Mi pfns = 4 GiB of RAM): 1 MiB of temporary bits.
-_WINDOW_BYTES: Final = 1 << 17
+# Bitmap bytes expanded per step (128 Ki pfns = 512 MiB of RAM): the temporaries of one step
+# (one byte per pfn, a few times over) stay well under 1 MiB whatever the machine's size.
+_WINDOW_BYTES: Final = 1 << 14
 
 
 def iter_runs(bitmap: Bitmap, window_bytes: int = _WINDOW_BYTES) -> Iterator[tuple[int, int]]:
