@@ -21,6 +21,9 @@ VMLINUX = Path(
     os.environ.get("KDUMPD_TEST_CACHE", "/var/tmp/kdumpd-test-cache"),
     "dbg/usr/lib/debug/boot/vmlinux-6.1.0-56-amd64",
 )
+# The drgn CLI oracle is the dev venv's (pyproject's dev extras: drgn >= 0.0.27), also when the
+# tests run in .venv-debian: Debian 12's drgn 0.0.22 lacks helpers drgn-check.py uses.
+DRGN = REPO / ".venv" / "bin" / "drgn"
 
 
 def run_capture(
