@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 import zstandard
 from capture_check import (
+    DRGN,
     VMLINUX,
     assert_same_pages_drgn,
     assert_same_pages_libkdumpfile,
@@ -284,7 +284,7 @@ def test_drgn_sees_tasks_printk_and_the_crashed_stack(
         pytest.skip(f"needs {name} from an earlier test of this module")
     proc = subprocess.run(
         [
-            str(Path(sys.executable).with_name("drgn")),
+            str(DRGN),
             "-q",
             "-c",
             str(dump),
