@@ -62,6 +62,19 @@ class DumpInfo:
     format: str
     panic_message: str
 
+    def properties(self) -> dict[str, str | int]:
+        """The ``org.kdumpd.Kdump1.Dump`` properties (also what Describe() lists)."""
+        return {
+            "Id": self.id,
+            "Timestamp": self.timestamp_us,
+            "Path": self.path,
+            "KernelRelease": self.kernel_release,
+            "Size": self.size,
+            "Status": self.status,
+            "Format": self.format,
+            "PanicMessage": self.panic_message,
+        }
+
 
 def _stamp_us(stamp: str) -> int:
     try:

@@ -298,12 +298,9 @@ class DumpInterface(ServiceInterface):
         self.info = info
 
     def update(self, info: DumpInfo) -> None:
-        old, self.info = self.info, info
-        changed = {
-            name: getattr(info, attr)
-            for name, attr in _DUMP_FIELDS.items()
-            if getattr(old, attr) != getattr(info, attr)
-        }
+        before, after = self.info.properties(), info.properties()
+        self.info = info
+        changed = {name: value for name, value in after.items() if before[name] != value}
         if changed:
             self.emit_properties_changed(changed)
 
@@ -354,15 +351,3 @@ class DumpInterface(ServiceInterface):
         await _guarded(
             self._backend, "Delete", Action.DELETE_DUMP, lambda: self._manager.delete_dump(dump_id)
         )
-
-
-_DUMP_FIELDS = {
-    "Id": "id",
-    "Timestamp": "timestamp_us",
-    "Path": "path",
-    "KernelRelease": "kernel_release",
-    "Size": "size",
-    "Status": "status",
-    "Format": "format",
-    "PanicMessage": "panic_message",
-}

@@ -266,7 +266,7 @@ class Manager:
         """Everything at once as JSON (like hostname1's Describe), for web consoles and scripts."""
         data = status.properties() | {
             "Root": str(self.root.base),
-            "Dumps": [asdict(d) for d in sorted(dumps.values(), key=lambda d: d.id)],
+            "Dumps": [d.properties() for d in sorted(dumps.values(), key=lambda d: d.id)],
         }
         return json.dumps(data, sort_keys=True)
 
