@@ -95,13 +95,18 @@ class Daemon:
         self._loop.call_later(RECHECK, self._recheck)
 
     def refresh(self) -> None:
-        """Re-read the machine; announce what changed."""
+        """Re-read the machine; announce what changed. Never raises: the daemon keeps serving
+        the last snapshot if the machine cannot be read."""
         self._pending = None
         try:
-            new = self.manager.status()
-        except KdumpdError as exc:  # a machine file became unreadable: keep serving
+            self._refresh()
+        except KdumpdError as exc:  # a machine file became unreadable
             log.warning("cannot read the machine state: %s", exc)
-            return
+        except Exception:
+            log.exception("refreshing the machine state failed")
+
+    def _refresh(self) -> None:
+        new = self.manager.status()
         old, self.status = self.status, new
         before, after = old.properties(), new.properties()
         changed = {k: v for k, v in after.items() if before[k] != v}
