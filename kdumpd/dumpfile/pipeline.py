@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -109,6 +110,36 @@ def remove_zero_pages(
     return zeros
 
 
+def _copy_pages(
+    source: DumpSource, bitmap2: Bitmap, writer: KdumpWriter, batch_pages: int, progress: Progress
+) -> None:
+    """Read batch k+1 while batch k is compressed and written.
+
+    Compression and writes run in C without the GIL, and so do the page faults of reading, so
+    overlapping them keeps the cores busy.  Two buffers alternate; one batch at most is in
+    flight, so pages reach the writer in pfn order.
+    """
+    ps = source.page_size
+    bufs = [np.empty(batch_pages * ps, dtype=np.uint8) for _ in range(2)]
+    total = writer.num_dumpable
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kdump-writer") as pool:
+        pending: Future[None] | None = None
+        batches = iter_batches(iter_runs(bitmap2), batch_pages)
+        for i, batch in enumerate(batches):
+            buf = bufs[i % 2]
+            data = _read_batch(source, batch, buf, ps)
+            zero = zero_pages(data, ps)
+            mv = buf.data
+            pages = [mv[j * ps : (j + 1) * ps] for j in range(len(zero))]
+            if pending is not None:
+                pending.result()
+                progress.update(writer.stats.pages, total)
+            pending = pool.submit(writer.write_pages, pages, zero)
+        if pending is not None:
+            pending.result()
+    progress.update(total, total)
+
+
 def capture_kdump(
     source: DumpSource,
     selection: Selection,
@@ -116,7 +147,6 @@ def capture_kdump(
     options: CaptureOptions,
     progress: Progress,
 ) -> CaptureReport:
-    ps = source.page_size
     writer = KdumpWriter(
         sink,
         dump_meta(source, selection.max_mapnr),
@@ -128,15 +158,7 @@ def capture_kdump(
     report = CaptureReport(selection)
     try:
         writer.start()
-        buf = np.empty(options.batch_pages * ps, dtype=np.uint8)
-        mv = buf.data
-        total = writer.num_dumpable
-        for batch in iter_batches(iter_runs(selection.bitmap2), options.batch_pages):
-            data = _read_batch(source, batch, buf, ps)
-            n = len(data) // ps
-            writer.write_pages([mv[i * ps : (i + 1) * ps] for i in range(n)], zero_pages(data, ps))
-            progress.update(writer.stats.pages, total)
-        progress.update(total, total)
+        _copy_pages(source, selection.bitmap2, writer, options.batch_pages, progress)
         writer.finish()
     except BaseException:
         _abort(writer.abort)
