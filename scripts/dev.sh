@@ -5,11 +5,14 @@
 #   bash scripts/dev.sh setup   set up only
 # Set-up is idempotent: apt packages from scripts/apt-packages.txt, a venv in .venv built on
 # Debian's python3 (system site packages, so Debian's python3-libkdumpfile is importable), and
-# the project installed editable with its dev extras.
+# the project installed editable with its dev extras. `test` then runs the tests a second time in
+# .venv-debian: Debian's python3 with only Debian 12's python3-* packages (the versions the .deb
+# depends on) and the project installed editable without dependencies.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 venv="$here/.venv"
+debian_venv="$here/.venv-debian"
 
 setup() {
     local missing
@@ -35,6 +38,25 @@ setup() {
         rm -f "$venv"/.installed-*
         touch "$stamp"
     fi
+    setup_debian
+}
+
+setup_debian() {
+    if [ ! -x "$debian_venv/bin/python" ]; then
+        /usr/bin/python3 -m venv --system-site-packages "$debian_venv"
+    fi
+    local stamp="$debian_venv/.installed-$(sha256sum <pyproject.toml | cut -c1-16)"
+    if [ ! -e "$stamp" ]; then
+        # No index and no build isolation: nothing may come from PyPI, not even setuptools.
+        "$debian_venv/bin/python" -m pip install -q --no-deps --no-build-isolation --no-index -e .
+        rm -f "$debian_venv"/.installed-*
+        touch "$stamp"
+    fi
+}
+
+# Run a command; the first failure's exit code becomes $status, and the next commands still run.
+try_run() {
+    "$@" || { local rc=$?; [ "$status" -ne 0 ] || status=$rc; }
 }
 
 checks() {
@@ -50,7 +72,13 @@ case "${1:-}" in
         setup
         checks
         shift
-        exec "$venv/bin/python" -m pytest "$@"
+        status=0
+        try_run "$venv/bin/python" -m pytest "$@"
+        # vm and system tests boot the same code under qemu: the first run covers them.
+        echo "dev.sh: the tests again on Debian 12's packaged modules (.venv-debian)" >&2
+        try_run "$debian_venv/bin/python" scripts/debian_versions.py
+        try_run "$debian_venv/bin/python" -m pytest -p no:cacheprovider -m "not vm and not system" "$@"
+        exit "$status"
         ;;
     *) echo "usage: bash scripts/dev.sh run|test|setup" >&2; exit 2 ;;
 esac
