@@ -25,7 +25,7 @@ from types import FrameType
 from typing import NoReturn, TextIO
 
 from kdumpd.dumpfile.codecs import codec_by_name
-from kdumpd.dumpfile.flat import FlatSink, reassemble
+from kdumpd.dumpfile.flat import FlatSink, is_flattened, reassemble
 from kdumpd.dumpfile.kdump_reader import KdumpSource, is_kdump
 from kdumpd.dumpfile.pipeline import (
     CaptureOptions,
@@ -176,6 +176,8 @@ def open_source(path: str) -> DumpSource:
         raise KdumpdError(f"{path}: cannot open: {exc.strerror}") from exc
     if is_kdump(head):
         return KdumpSource(path)
+    if is_flattened(head):
+        raise KdumpdError(f"{path}: a flattened dump; rebuild it first with {PROG} -R")
     return ElfVmcore(path)
 
 
@@ -253,6 +255,8 @@ def run_capture(args: argparse.Namespace, root: SystemRoot, console: Console) ->
         if args.dry_run:
             sink = NullSink()
         elif args.flat:
+            if sys.stdout.isatty():
+                raise UsageError("-F writes a binary stream: redirect standard output")
             sink = FlatSink(sys.stdout.fileno())
         else:
             sink = _open_output(args.paths[1], args.force)

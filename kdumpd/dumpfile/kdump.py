@@ -44,6 +44,8 @@ class DumpMeta:
     crash_time: int
     vmcoreinfo_offset: int | None  # offset of the VMCOREINFO desc inside ``notes``
     vmcoreinfo_size: int
+    # The input itself is a dump cut short: what it lost, its re-filtered copy lacks too.
+    input_incomplete: bool = False
 
 
 @dataclass
@@ -94,7 +96,8 @@ class KdumpWriter:
             bitmap_blocks=self.layout.bitmap_blocks,
             max_mapnr=self.meta.max_mapnr,
             nr_cpus=self.meta.nr_cpus,
-            status=self.codec.flag | (STATUS_INCOMPLETE if incomplete else 0),
+            status=self.codec.flag
+            | (STATUS_INCOMPLETE if incomplete or self.meta.input_incomplete else 0),
             crash_time=self.meta.crash_time,
         )
 

@@ -80,6 +80,7 @@ def dump_meta(source: DumpSource, max_mapnr: int) -> DumpMeta:
             crash_time=hdr.crash_time,
             vmcoreinfo_offset=vi_offset,
             vmcoreinfo_size=len(raw) if raw else 0,
+            input_incomplete=hdr.incomplete,
         )
     info = parse_vmcoreinfo(raw) if raw else None
     return DumpMeta(

@@ -25,7 +25,7 @@ from kdumpd.dumpfile.kdump_format import (
     Utsname,
 )
 from kdumpd.dumpfile.kdump_reader import KdumpSource
-from kdumpd.dumpfile.pipeline import CaptureOptions, capture_kdump
+from kdumpd.dumpfile.pipeline import CaptureOptions, Selection, capture_kdump
 from kdumpd.dumpfile.progress import Progress
 from kdumpd.dumpfile.sink import DumpWriteError, FileSink
 
@@ -185,6 +185,17 @@ def test_disk_full_leaves_a_dump_marked_incomplete_with_lost_pages(tmp_path: Pat
         # pages written before the failure read back; later ones are lost (zero descriptors)
         assert dump.read_pages(1, 20) == src.read_pages(1, 20)
         assert dump.read_pages(600, 10) == bytes(10 * PAGE)
+        # re-filtering what is left gives a dump that says it is incomplete too
+        copy = tmp_path / "copy"
+        sel = Selection(dump.ram_bitmap(), dump.present_bitmap(), dump.max_mapnr, 0, 0)
+        out = FileSink.create(str(copy))
+        try:
+            capture_kdump(dump, sel, out, CaptureOptions(), QUIET)
+        finally:
+            out.close()
+    with KdumpSource(str(copy)) as again:
+        assert again.header.incomplete
+        assert again.read_pages(1, 20) == src.read_pages(1, 20)
 
 
 def test_zstd_without_the_batch_api_gives_the_same_pages() -> None:
