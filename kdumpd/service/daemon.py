@@ -134,6 +134,8 @@ class Daemon:
     # -- watching ------------------------------------------------------------------------------
 
     def _watch(self) -> None:
+        """Watch what the snapshot depends on. A directory watched only now may have changed
+        before its watch existed, so a new watch asks for one more refresh."""
         if self._inotify is None:
             return
         root = self.manager.root
@@ -144,13 +146,21 @@ class Daemon:
         known = set(self._inotify.watches.values())
         for system_path in paths:
             path = root.path(system_path)
-            if path not in known:
-                self._inotify.watch(path)
+            # Not there yet (a new KDUMP_COREDIR): watch where it will appear.
+            while not path.is_dir() and path != root.base and path.parent != path:
+                path = path.parent
+            if path not in known and self._inotify.watch(path) is not None:
+                known.add(path)
+                self._schedule_refresh()
 
     def _on_inotify(self) -> None:
         assert self._inotify is not None
-        if self._inotify.read() and self._pending is None:
-            # Coalesce a burst (an editor's save, a dump being written) into one refresh.
+        if self._inotify.read():
+            self._schedule_refresh()
+
+    def _schedule_refresh(self) -> None:
+        # Coalesce a burst (an editor's save, a dump being written) into one refresh.
+        if self._pending is None:
             self._pending = self._loop.call_later(DEBOUNCE, self.refresh)
 
     def _recheck(self) -> None:

@@ -536,3 +536,19 @@ def test_a_second_daemon_refuses_to_queue(bus: Bus, kdumpd: Any, machine: Machin
     assert second.returncode == 1
     assert "is another kdumpd running?" in second.stderr
     assert kdumpd.poll() is None and bus.prop("CoreDir") == "/var/crash"
+
+
+def test_a_core_directory_created_later_is_watched(bus: Bus, kdumpd: Any, machine: Machine) -> None:
+    later = machine.root / "srv/later"
+    done = bus.gdbus_call(f"{MANAGER}.SetConfig", "{'KDUMP_COREDIR': <'/srv/later'>}", EMPTY)
+    assert done.returncode == 0, done.stderr
+    try:
+        later.mkdir(parents=True)
+        path = "/org/kdumpd/Kdump1/dump/202611261300"
+        d = later / "202611261300"
+        d.mkdir()
+        (d / "dmesg.202611261300").write_text("x\n")
+        wait_until(lambda: exported(bus, path), timeout=5, what="dump in a new core dir")
+    finally:
+        bus.gdbus_call(f"{MANAGER}.SetConfig", "{'KDUMP_COREDIR': <''>}", EMPTY)
+        subprocess.run(["rm", "-rf", str(machine.root / "srv")], check=True)
