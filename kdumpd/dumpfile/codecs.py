@@ -152,6 +152,11 @@ class ZstdCodec(Codec):
 
     def decompress(self, blob: bytes, page_size: int) -> bytes:
         try:
+            # decompress() allocates what the frame header claims: a corrupt one must not
+            # make it allocate more than a page.
+            claimed = self._zstd.frame_content_size(blob)
+            if claimed > page_size:
+                raise CodecError(f"zstd: a page's frame claims {claimed} bytes")
             out: bytes = self._decompressor.decompress(blob, max_output_size=page_size)
         except self._zstd.ZstdError as exc:
             raise CodecError(f"zstd: corrupt page: {exc}") from exc

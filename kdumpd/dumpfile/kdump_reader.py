@@ -50,6 +50,12 @@ class KdumpSource:
             raise
 
     def _pread(self, size: int, offset: int, what: str) -> bytes:
+        # Sizes come from the file: check them against its length before allocating anything.
+        if offset < 0 or size < 0 or offset + size > self._size:
+            raise KdumpFormatError(
+                f"{self.path}: {what} ({size} bytes at offset {offset}) lies past the end of the"
+                f" file ({self._size} bytes): the file is truncated or corrupt"
+            )
         try:
             data = os.pread(self._fd, size, offset)
         except OSError as exc:
@@ -62,7 +68,8 @@ class KdumpSource:
         return data
 
     def _load(self) -> None:
-        head = self._pread(min(4096, os.fstat(self._fd).st_size), 0, "header")
+        self._size = os.fstat(self._fd).st_size
+        head = self._pread(min(4096, self._size), 0, "header")
         if is_flattened(head):
             raise KdumpFormatError(
                 f"{self.path}: a flattened dump; rebuild it first with kdumpd-capture -R"
