@@ -174,8 +174,9 @@ class Bus:
             _stop(proc)
 
 
-def start_bus() -> Bus:
-    """dbus-daemon with the policy above, and polkitd; socket readable by every user."""
+def start_bus(polkit: bool = True) -> Bus:
+    """dbus-daemon with the policy above, and polkitd (unless told not to); socket readable by
+    every user."""
     directory = Path(tempfile.mkdtemp(prefix="kdumpd-bus-"))
     directory.chmod(0o755)
     bus = Bus(directory)
@@ -190,7 +191,8 @@ def start_bus() -> Bus:
     assert daemon.stdout is not None
     bus.address = daemon.stdout.readline().strip()
     try:
-        _start_polkitd(bus)
+        if polkit:
+            _start_polkitd(bus)
     except BaseException:
         bus.close()
         raise
