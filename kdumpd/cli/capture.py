@@ -49,6 +49,15 @@ _M_ARENA_MAX = -8  # glibc mallopt parameter
 _SYSTEM_PREFIXES = ("/proc/", "/sys/", "/boot/", "/etc/", "/var/")
 
 
+_FORMS = """forms:
+  kdumpd-capture [-d LEVEL] [-z|-c|-l] [-E] VMCORE DUMPFILE
+  kdumpd-capture -F [-d LEVEL] [-z|-c|-l] [-E] VMCORE > STREAM
+  kdumpd-capture -R DUMPFILE < STREAM
+  kdumpd-capture --dump-dmesg VMCORE FILE
+  kdumpd-capture savecore [--help]     (the capture kernel's job)
+"""
+
+
 class Interrupted(KdumpdError):
     """SIGINT or SIGTERM arrived while capturing."""
 
@@ -62,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog=PROG,
         description="Filter and compress a kernel crash dump (makedumpfile-compatible options).",
+        epilog=_FORMS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     comp = p.add_mutually_exclusive_group()
     comp.add_argument(
@@ -130,6 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="bits: 1 progress, 2 messages, 4 errors, 8 debug, 16 report",
     )
+    # makedumpfile tuning options that scripts and MAKEDUMP_ARGS carry: accepted and ignored,
+    # since memory here is bounded by design and pages are read through bounded mmap windows.
+    tuning = p.add_argument_group("accepted for makedumpfile compatibility, without effect")
+    tuning.add_argument("--cyclic-buffer", metavar="KIB", help=argparse.SUPPRESS)
+    tuning.add_argument("--non-cyclic", action="store_true", help=argparse.SUPPRESS)
+    tuning.add_argument("--non-mmap", action="store_true", help=argparse.SUPPRESS)
+    tuning.add_argument("--work-dir", metavar="DIR", help=argparse.SUPPRESS)
+    tuning.add_argument("-D", dest="debug", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("-p", dest="snappy", action="store_true", help=argparse.SUPPRESS)
     p.add_argument(
         "--root",
         default=None,
@@ -147,6 +167,10 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError(f"--message-level {args.message_level}: must be 0 to 31")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads {args.threads}: must be at least 1")
+    if args.snappy:
+        raise UsageError("-p: snappy compression is not supported; use -z (zstd), -c or -l")
+    if args.rearrange and sys.stdin.isatty():
+        raise UsageError("-R reads the flattened stream from standard input: redirect it")
     counts: tuple[int, ...]
     if args.rearrange:
         counts, what = (1,), "-R DUMPFILE"
