@@ -36,11 +36,14 @@ GUEST_MODULES = [
     "qemu_fw_cfg",
     "virtio_pci",
     "virtio_blk",
-    "virtio_net",
     "crc32c_generic",
     "ext4",
 ]
-GUEST_BINARIES = ["/usr/bin/ssh", "/usr/bin/scp"]
+# loaded only when a case brings up the network (SSH, NFS targets)
+NET_MODULES = ["virtio_net", "nfsv4"]
+GUEST_BINARIES = ["/usr/bin/ssh", "/usr/bin/scp", "/usr/bin/mount", "/usr/bin/umount"]
+# mount(8) runs its helpers from /sbin
+GUEST_HELPERS = {"/usr/sbin/mount.nfs": "/sbin/mount.nfs"}
 # The guest takes numpy, zstandard and pyelftools from Debian 12's packages, as the kdumpd .deb
 # does (it depends on them), not from the venv: that proves the code on Debian's versions, and
 # pip's numpy wheel brings a 25 MiB OpenBLAS that a capture kernel would have to unpack into its
@@ -197,9 +200,11 @@ def _stage_python(stage: Path) -> list[str]:
     version = inv["version"]
     stdlib = Path(inv["prefix"]) / "lib" / f"python{version}"
     _copy(interpreter, stage)
-    binaries: list[Path] = [interpreter, *map(Path, GUEST_BINARIES)]
+    binaries: list[Path] = [interpreter, *map(Path, GUEST_BINARIES), *map(Path, GUEST_HELPERS)]
     for b in GUEST_BINARIES:
         _copy(Path(b), stage)
+    for src, dest in GUEST_HELPERS.items():
+        _copy(Path(src), stage, dest)
     for name in inv["files"]:
         f = Path(name)
         if f.is_relative_to(REPO / "kdumpd"):
@@ -269,7 +274,7 @@ def _stage_modules(stage: Path, k: Kernel) -> None:
     if not (k.root / "lib/modules" / k.release / "modules.dep").exists():
         _run(["depmod", "-b", str(k.root), k.release])
     modules = set()
-    for m in GUEST_MODULES:
+    for m in GUEST_MODULES + NET_MODULES:
         out = subprocess.run(
             ["modprobe", "-d", str(k.root), "-S", k.release, "--show-depends", m],
             text=True,
@@ -285,6 +290,7 @@ def _stage_modules(stage: Path, k: Kernel) -> None:
     _run(["depmod", "-b", str(stage), k.release])
     (stage / "etc").mkdir(exist_ok=True)
     (stage / "etc/kdumpd-vm-modules").write_text("\n".join(GUEST_MODULES) + "\n")
+    (stage / "etc/kdumpd-vm-net-modules").write_text("\n".join(NET_MODULES) + "\n")
 
 
 def _tree_digest(stage: Path) -> str:
@@ -301,47 +307,80 @@ def _tree_digest(stage: Path) -> str:
 @dataclass(frozen=True)
 class Image:
     kernel: Kernel
-    initrd: Path
+    initrd: Path  # small: busybox, /init, kernel modules
+    sysroot: Path  # the root file system the guest switches into (Python, kdumpd, ssh …)
     import_errors: list[str]
 
 
+def _skeleton(stage: Path) -> None:
+    for d in ("bin", "dev", "proc", "sys", "tmp", "run", "root", "etc/default"):
+        (stage / d).mkdir(parents=True, exist_ok=True)
+    _copy(Path("/bin/busybox"), stage)
+    (stage / "bin/sh").symlink_to("busybox")
+
+
+def _initrd(stage: Path, k: Kernel, out_dir: Path) -> Path:
+    _skeleton(stage)
+    (stage / "sbin").symlink_to("bin")
+    _copy(HERE / "guest_init.sh", stage, "/init")
+    (stage / "init").chmod(0o755)
+    _stage_modules(stage, k)
+    initrd = out_dir / f"initrd-{k.release}-{_tree_digest(stage)}.cpio.zst"
+    if not initrd.exists():
+        tmp_out = initrd.with_suffix(f".tmp{os.getpid()}")
+        files = subprocess.run(
+            ["find", "."], cwd=stage, check=True, capture_output=True
+        ).stdout.splitlines()
+        cpio = subprocess.run(
+            ["cpio", "-o", "-H", "newc", "--quiet", "--reproducible"],
+            cwd=stage,
+            input=b"\n".join(sorted(files)) + b"\n",
+            check=True,
+            capture_output=True,
+        ).stdout
+        # the kernel's zstd decoder needs a window it can allocate early: no --long
+        subprocess.run(["zstd", "-q", "-9", "-T0", "-o", str(tmp_out)], input=cpio, check=True)
+        tmp_out.rename(initrd)
+    return initrd
+
+
+def _sysroot(stage: Path, out_dir: Path) -> tuple[Path, list[str]]:
+    _skeleton(stage)
+    (stage / "sbin").mkdir()
+    (stage / "var/crash").mkdir(parents=True)
+    (stage / "var/lib/kdump").mkdir(parents=True)
+    (stage / "boot").mkdir()
+    (stage / "root/.ssh").mkdir(mode=0o700)
+    (stage / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (stage / "etc/group").write_text("root:x:0:\n")
+    for f in ("/etc/netconfig", "/etc/services", "/etc/protocols"):  # mount.nfs, ssh
+        _copy(Path(f), stage)
+    errors = _stage_python(stage)
+    sysroot = out_dir / f"sysroot-{_tree_digest(stage)}"
+    if not sysroot.exists():
+        tmp = sysroot.with_name(f"{sysroot.name}.tmp{os.getpid()}")
+        shutil.copytree(stage, tmp, symlinks=True)
+        tmp.rename(sysroot)
+    return sysroot, errors
+
+
 def build() -> Image:
-    """The kernel and the content-addressed initramfs (built only when its inputs changed)."""
+    """The kernel, the initramfs and the guest's root tree, each rebuilt only when it changed.
+
+    Like a real capture boot (which mounts the machine's root file system), the guest keeps
+    Python and kdumpd on a disk, not in the initramfs: an initramfs is unpacked into the capture
+    kernel's reserved memory and stays there, while files on a disk are page cache that the
+    kernel can drop.  So the memory the capture needs is measured as it would be in production.
+    """
     k = kernel()
     out_dir = TEST_CACHE / "vm"
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir, prefix="stage.") as tmp:
-        stage = Path(tmp) / "root"
-        for d in ("bin", "dev", "proc", "sys", "tmp", "run", "root", "etc/default"):
-            (stage / d).mkdir(parents=True, exist_ok=True)
-        (stage / "sbin").symlink_to("bin")
-        _copy(Path("/bin/busybox"), stage)
-        _copy(HERE / "guest_init.sh", stage, "/init")
-        (stage / "init").chmod(0o755)
-        (stage / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
-        (stage / "etc/group").write_text("root:x:0:\n")
-        errors = _stage_python(stage)
-        _stage_modules(stage, k)
-        digest = _tree_digest(stage)
-        initrd = out_dir / f"initrd-{k.release}-{digest}.cpio.zst"
-        if not initrd.exists():
-            tmp_out = initrd.with_suffix(f".tmp{os.getpid()}")
-            files = subprocess.run(
-                ["find", "."], cwd=stage, check=True, capture_output=True
-            ).stdout.splitlines()
-            cpio = subprocess.run(
-                ["cpio", "-o", "-H", "newc", "--quiet", "--reproducible"],
-                cwd=stage,
-                input=b"\n".join(sorted(files)) + b"\n",
-                check=True,
-                capture_output=True,
-            ).stdout
-            # the kernel's zstd decoder needs a window it can allocate early: no --long
-            subprocess.run(["zstd", "-q", "-9", "-T0", "-o", str(tmp_out)], input=cpio, check=True)
-            tmp_out.rename(initrd)
-    return Image(k, initrd, errors)
+        initrd = _initrd(Path(tmp) / "initrd", k, out_dir)
+        sysroot, errors = _sysroot(Path(tmp) / "sysroot", out_dir)
+    return Image(k, initrd, sysroot, errors)
 
 
 if __name__ == "__main__":
     img = build()
-    print(img.initrd, img.initrd.stat().st_size, *img.import_errors, sep="\n")
+    print(img.initrd, img.initrd.stat().st_size, img.sysroot, *img.import_errors, sep="\n")

@@ -2,9 +2,10 @@
 
 One cycle: the first kernel boots with ``crashkernel=``, arms the capture kernel with
 ``kdump-config load`` and crashes; the capture kernel runs ``kdumpd-capture savecore``, which
-reboots, and ``-no-reboot`` turns that reboot into qemu's exit.  The case's configuration reaches
-the guest through fw_cfg files, the kernel and initramfs that ``kdump-config load`` arms through a
-read-only boot disk (mounted on /boot), and the dump lands on the target disk.
+reboots, and ``-no-reboot`` turns that reboot into qemu's exit.  The case's configuration
+reaches the guest through fw_cfg files; the guest's root file system (Python, kdumpd, and in
+/boot the kernel and initramfs that ``kdump-config load`` arms) is a disk; the dump lands on the
+target disk.
 """
 
 from __future__ import annotations
@@ -64,15 +65,16 @@ def boot_cycle(
 ) -> Run:
     """Boot, crash, capture; returns when qemu has exited (or raises on timeout)."""
     work.mkdir(parents=True, exist_ok=True)
-    stage = work / "boot-stage"
+    # the guest's root: the cached tree (hard links, nothing copied) plus, in /boot, the kernel
+    # and initrd that kdump-config arms (KDUMP_KERNEL, KDUMP_INITRD)
+    stage = work / "sysroot"
     shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir()
-    # the kernel and initrd that kdump-config arms (KDUMP_KERNEL, KDUMP_INITRD under /boot)
-    shutil.copy(image.kernel.vmlinuz, stage / "vmlinuz")
-    shutil.copy(image.initrd, stage / "initrd.img")
-    boot = work / "boot.ext4"
-    size = (image.kernel.vmlinuz.stat().st_size + image.initrd.stat().st_size) // 2**20 + 16
-    make_ext4(boot, size, "kdumpboot", stage)
+    subprocess.run(["cp", "-al", str(image.sysroot), str(stage)], check=True)
+    shutil.copy(image.kernel.vmlinuz, stage / "boot/vmlinuz")
+    shutil.copy(image.initrd, stage / "boot/initrd.img")
+    used = subprocess.run(["du", "-sm", str(stage)], capture_output=True, text=True, check=True)
+    system = work / "system.ext4"
+    make_ext4(system, int(used.stdout.split()[0]) * 12 // 10 + 32, "kdumpsys", stage)
     shutil.rmtree(stage)
     target = work / "target.ext4"
     make_ext4(target, target_mib, "kdumpout")
@@ -111,7 +113,7 @@ def boot_cycle(
         "-device",
         "vmcoreinfo",
         "-drive",
-        f"file={boot},if=virtio,format=raw,readonly=on",
+        f"file={system},if=virtio,format=raw",
         "-drive",
         f"file={target},if=virtio,format=raw",
         "-serial",

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from . import image, machine
+from .nfsd import NfsServer
 from .sshd import SshServer
 
 pytestmark = pytest.mark.vm
@@ -200,3 +201,21 @@ def test_ssh_target(guest: image.Image, tmp_path: Path) -> None:
         )
     _check_dump_with_drgn(rebuilt)
     _report("ssh", run, meta)
+
+
+def test_nfs_target(guest: image.Image, tmp_path: Path) -> None:
+    server = NfsServer(tmp_path / "nfsd")
+    server.base.mkdir()
+    server.start()
+    config = BASE_CONFIG + "NFS=10.0.2.2:/export\nNFS_MOUNT_RETRY=3\n"
+    try:
+        run = machine.boot_cycle(guest, tmp_path / "vm", config, net=True, local_target=False)
+    finally:
+        server.stop()
+    assert "kdumpd-capture: rebooting" in run.serial, run.serial[-4000:] + server.log()[-2000:]
+    (d,) = list(server.export.iterdir())
+    assert d.name.startswith("10.0.2.15-"), d.name  # remote layout, as kdump-tools for NFS
+    stamp, meta = _check_layout(d, complete=True)
+    assert meta["status"] == "complete" and meta["target"] == "nfs"
+    _check_dump_with_drgn(d / f"dump.{stamp}")
+    _report("nfs", run, meta)
