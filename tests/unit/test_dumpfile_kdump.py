@@ -25,7 +25,7 @@ from kdumpd.dumpfile.kdump_format import (
     Utsname,
 )
 from kdumpd.dumpfile.kdump_reader import KdumpSource
-from kdumpd.dumpfile.pipeline import CaptureOptions, Selection, capture_kdump
+from kdumpd.dumpfile.pipeline import CaptureOptions, Selection, capture_elf, capture_kdump
 from kdumpd.dumpfile.progress import Progress
 from kdumpd.dumpfile.sink import DumpWriteError, FileSink
 
@@ -231,3 +231,17 @@ def test_reader_rejects_garbage_truncation_and_streams(tmp_path: Path) -> None:
         p.write_bytes(content)
         with pytest.raises(KdumpFormatError, match=message):
             KdumpSource(str(p))
+
+
+def test_elf_output_cut_short_is_flagged_in_e_flags(tmp_path: Path) -> None:
+    src = _source()
+    path = tmp_path / "core"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    sink = _FailingSink(fd, str(path), fail_at=3)
+    options = CaptureOptions(elf=True, dump_level=31, batch_pages=37)
+    try:
+        with pytest.raises(DumpWriteError):
+            capture_elf(src, selection(src, level=31), sink, options, QUIET, QUIET)
+    finally:
+        sink.close()
+    assert struct.unpack_from("<I", path.read_bytes(), 48)[0] == 1  # e_flags: incomplete
