@@ -173,7 +173,7 @@ class FullSystemRun:
         with self.phase("boot"):
             assert self.disk is not None
             self.guest = Guest(self.base, self.disk, self.workdir, APPEND)
-            self.vm.wait_hello(timeout=240)
+            self.vm.wait_hello(timeout=600)
             reserved = self.sh("cat /sys/kernel/kexec_crash_size").strip()
             _check(int(reserved) > 0, "no crashkernel memory reserved", reserved)
 
@@ -187,7 +187,7 @@ class FullSystemRun:
             out = self.vm.sh(
                 "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
                 "/root/kdumpd.deb 2>&1",
-                timeout=420,
+                timeout=1200,
             )
             _check(out.rc == 0, "apt-get install ./kdumpd.deb failed", out)
             initrds = self.sh("ls -l /var/lib/kdump/")
@@ -201,7 +201,7 @@ class FullSystemRun:
             _check(active.out.strip() == "active", "kdump-tools.service is not active", active)
             before = self.vm.sh("systemctl is-active kdumpd.service").out.strip()
             _check(before != "active", "kdumpd.service runs before any bus call", before)
-            show = self.wait_ready(timeout=120)
+            show = self.wait_ready(timeout=300)
             self.report.facts["kdump-config show"] = "\n" + show.rstrip()
             state = self.state()
             _check(state == 's "ready"', "the bus State is not ready", self.bus_evidence(state))
@@ -214,7 +214,9 @@ class FullSystemRun:
             denied = self.vm.sh(f"{call} Disarm 'a{{sv}}' 0", user=image.GUEST_USER)
             _check(denied.rc != 0, "an unprivileged Disarm was not refused", denied)
             _check(
-                re.search(r"NotAuthorized|not authorized|Access denied|authoriz", denied.err, re.I)
+                re.search(
+                    r"NotAuthorized|not authorized|authentication is required", denied.err, re.I
+                )
                 is not None,
                 "the unprivileged Disarm failed, but not with an authorization error",
                 denied,
@@ -236,25 +238,25 @@ class FullSystemRun:
         with self.phase("crash-and-capture"):
             mark = vm.mark()
             vm.fire("sync; echo c > /proc/sysrq-trigger")
-            i, panic = vm.wait_console(r"Kernel panic - not syncing", 60, mark)
-            i, capture = vm.wait_console(r"Linux version \d", 120, i + 1)
-            i, service = vm.wait_console(r"Start(ing|ed) .*kdump-tools-dump", 240, i + 1)
-            i, restart = vm.wait_console(r"reboot: Restarting system|Linux version \d", 420, i + 1)
+            i, panic = vm.wait_console(r"Kernel panic - not syncing", 120, mark)
+            i, capture = vm.wait_console(r"Linux version \d", 300, i + 1)
+            i, service = vm.wait_console(r"Start(ing|ed) .*kdump-tools-dump", 600, i + 1)
+            i, restart = vm.wait_console(r"reboot: Restarting system|Linux version \d", 1200, i + 1)
             if "Linux version" in restart.text:
                 # The capture kernel's own reboot message may be lost; the next kernel is not.
                 nxt = restart
             else:
-                i, nxt = vm.wait_console(r"Linux version \d", 120, i + 1)
+                i, nxt = vm.wait_console(r"Linux version \d", 300, i + 1)
             capture_log = vm.console_text(mark)
             (self.workdir / "capture-console.log").write_text(capture_log)
-            t_hello, hello = vm.wait_hello(timeout=240)
+            t_hello, hello = vm.wait_hello(timeout=600)
         self.timed("panic-to-capture-kernel", capture.t - panic.t)
         self.timed("capture-kernel-to-dump-service", service.t - capture.t)
         self.timed("dump-service", restart.t - service.t, "dump service start → reboot")
         self.timed("panic-to-next-kernel", nxt.t - panic.t)
         self._capture_memory(capture_log)
         with self.phase("ready-again"):
-            self.wait_ready(timeout=180)
+            self.wait_ready(timeout=400)
             t_ready = time.monotonic()
         self.timed("reboot-to-ready", t_ready - restart.t, "console reboot line → ready")
         self.timed("panic-to-ready", t_ready - panic.t)
