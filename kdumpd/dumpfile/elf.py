@@ -17,7 +17,6 @@ from typing import Final, Protocol
 from kdumpd.dumpfile.pages import Bitmap, iter_runs
 from kdumpd.dumpfile.progress import Progress
 from kdumpd.dumpfile.sink import Sink
-from kdumpd.errors import KdumpdError
 from kdumpd.vmcore.source import DumpSource
 
 PFN_EXCLUDED: Final = 256
@@ -217,7 +216,3 @@ class ElfWriter:
             return
         self.sink.write_at(0, self.headers(incomplete=True))
         self.sink.finish()
-
-
-class ElfOutputError(KdumpdError):
-    """The ELF output cannot be laid out."""

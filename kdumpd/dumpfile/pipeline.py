@@ -1,7 +1,7 @@
 """The capture pipeline: dump source → page selection → writer, in bounded batches.
 
-Memory stays flat whatever the input size: pages go through one reusable batch buffer (a few
-MiB), bitmaps cost 2 bits per pfn, and output is written as it is produced.  Compression of a
+Memory stays flat whatever the input size: pages go through two alternating batch buffers of
+512 KiB, bitmaps cost 2 bits per pfn, and output is written as it is produced.  Compression of a
 batch runs in C on ``threads`` cores (see codecs.py); zero pages are found with numpy first so
 they are never compressed.
 """
