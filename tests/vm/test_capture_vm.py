@@ -172,24 +172,37 @@ def test_target_too_small(guest: image.Image, tmp_path: Path) -> None:
     _report("too-small", run, meta)
 
 
-def test_ssh_target(guest: image.Image, tmp_path: Path) -> None:
-    server = SshServer(tmp_path / "sshd")
-    server.base.mkdir()
-    server.start(seen_as="10.0.2.2")  # the host's loopback as qemu's user network shows it
-    remote = tmp_path / "remote"
-    config = BASE_CONFIG + f"SSH=root@10.0.2.2\nSSH_KDUMP_RETRY=5\nKDUMP_COREDIR={remote}\n"
+def test_ssh_and_nfs_targets_in_one_run(guest: image.Image, tmp_path: Path) -> None:
+    """SSH and NFS both set: kdump-tools writes both, and so does savecore, in one capture.
+
+    KDUMP_COREDIR is at once the remote directory of the SSH target and the guest's NFS mount
+    point (kdump-tools' meaning of the variable), so it names a directory of this test.
+    """
+    sshd = SshServer(tmp_path / "sshd")
+    sshd.base.mkdir()
+    nfsd = NfsServer(tmp_path / "nfsd")
+    nfsd.base.mkdir()
+    remote = tmp_path / "ssh-remote"
+    config = BASE_CONFIG + (
+        f"SSH=root@10.0.2.2\nSSH_KDUMP_RETRY=5\nKDUMP_COREDIR={remote}\n"
+        "NFS=10.0.2.2:/export\nNFS_MOUNT_RETRY=3\n"
+    )
     try:
+        sshd.start(seen_as="10.0.2.2")  # the host's loopback as qemu's user network shows it
+        nfsd.start()
         run = machine.boot_cycle(
             guest,
             tmp_path / "vm",
             config,
-            fw_files=server.client_files(),
+            fw_files=sshd.client_files(),
             net=True,
             local_target=False,
         )
     finally:
-        server.stop()
+        sshd.stop()
+        nfsd.stop()
     assert "kdumpd-capture: rebooting" in run.serial, run.serial[-4000:]
+    # SSH: the flattened stream, which makedumpfile -R turns back into a dump file
     (d,) = list(remote.iterdir())
     assert d.name.startswith("10.0.2.15-"), d.name  # HOSTTAG=ip: the guest's address
     stamp, meta = _check_layout(d, complete=True)
@@ -201,21 +214,10 @@ def test_ssh_target(guest: image.Image, tmp_path: Path) -> None:
         )
     _check_dump_with_drgn(rebuilt)
     _report("ssh", run, meta)
-
-
-def test_nfs_target(guest: image.Image, tmp_path: Path) -> None:
-    server = NfsServer(tmp_path / "nfsd")
-    server.base.mkdir()
-    server.start()
-    config = BASE_CONFIG + "NFS=10.0.2.2:/export\nNFS_MOUNT_RETRY=3\n"
-    try:
-        run = machine.boot_cycle(guest, tmp_path / "vm", config, net=True, local_target=False)
-    finally:
-        server.stop()
-    assert "kdumpd-capture: rebooting" in run.serial, run.serial[-4000:] + server.log()[-2000:]
-    (d,) = list(server.export.iterdir())
-    assert d.name.startswith("10.0.2.15-"), d.name  # remote layout, as kdump-tools for NFS
-    stamp, meta = _check_layout(d, complete=True)
+    # NFS: the export mounted on KDUMP_COREDIR with kdump-tools' options, unmounted after
+    (n,) = list(nfsd.export.iterdir())
+    assert n.name.startswith("10.0.2.15-"), n.name
+    stamp, meta = _check_layout(n, complete=True)
     assert meta["status"] == "complete" and meta["target"] == "nfs"
-    _check_dump_with_drgn(d / f"dump.{stamp}")
+    _check_dump_with_drgn(n / f"dump.{stamp}")
     _report("nfs", run, meta)
