@@ -299,9 +299,10 @@ class _Walk:
             name = COUNTER_NAMES[klass]
             setattr(c.counts, name, getattr(c.counts, name) + n)
         # Clear the ranges: inside this chunk directly, past it through clear_until.
+        # The kept ranges are disjoint and sorted, so no index repeats among starts or ends.
         cover = np.zeros(b - a + 1, dtype=np.int32)
-        np.add.at(cover, starts - a, 1)
-        np.add.at(cover, np.minimum(ends, b) - a, -1)
+        cover[starts - a] += 1
+        cover[np.minimum(ends, b) - a] -= 1
         dumpable &= np.cumsum(cover[:-1]) == 0
         last = int(ends.max())
         self.clear_until = max(self.clear_until, last)
@@ -493,6 +494,8 @@ def _read_struct_pages(
     """Struct pages of pfns ``[a, b)``, read as makedumpfile's cache does: each 512-pfn batch
     from its first examined pfn to the batch end. Unread entries are zero."""
     n = b - a
+    if examined.all():  # the usual case: one read of the whole chunk
+        return mem.read_virt(r.mem_map + (a - r.start_pfn) * size, n * size), examined
     hits = np.flatnonzero(examined) + a
     batches, first = np.unique(hits // PGMM_CACHED, return_index=True)
     starts = hits[first]
