@@ -205,9 +205,12 @@ class ElfWriter:
                 progress.update(self.bytes_written, self.total_bytes)
         progress.update(self.total_bytes, self.total_bytes)
         if self.sink.seekable:
+            # As for kdump files: the data is synced before the headers say it is complete.
             self.sink.finish()
-        self.sink.write_at(0, self.headers(incomplete=False))
-        self.sink.finish()
+            self.sink.write_at(0, self.headers(incomplete=False))
+        else:
+            self.sink.write_at(0, self.headers(incomplete=False))
+            self.sink.finish()
         self._finished = True
 
     def abort(self) -> None:

@@ -161,15 +161,19 @@ class KdumpWriter:
         self.stats.raw_pages += int(raw.sum())
 
     def finish(self) -> None:
-        """Complete the dump: sync, then (re)write the header without the incomplete flag."""
+        """Complete the dump: sync the data, then (re)write the header without the flag."""
         if self.stats.pages != self.num_dumpable:
             raise KdumpdError(
                 f"internal: wrote {self.stats.pages} of {self.num_dumpable} dumpable pages"
             )
         if self.sink.seekable:
+            # The data is on disk before a header says it is complete.  That header may reach
+            # the disk later: until it does, the synced one says "incomplete".
             self.sink.finish()
-        self._write(0, self.header(incomplete=False).pack())
-        self.sink.finish()
+            self._write(0, self.header(incomplete=False).pack())
+        else:
+            self._write(0, self.header(incomplete=False).pack())
+            self.sink.finish()  # the end record
         self._finished = True
 
     def abort(self) -> None:
