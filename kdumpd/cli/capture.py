@@ -37,7 +37,7 @@ from kdumpd.dumpfile.pipeline import (
 from kdumpd.dumpfile.progress import Progress
 from kdumpd.dumpfile.report import PageStats, format_report
 from kdumpd.dumpfile.select import select_pages
-from kdumpd.dumpfile.sink import DumpWriteError, FileSink, NullSink, Sink
+from kdumpd.dumpfile.sink import FileSink, NullSink, Sink
 from kdumpd.errors import KdumpdError, UsageError
 from kdumpd.system import SystemRoot
 from kdumpd.vmcore.elf import ElfVmcore
@@ -253,11 +253,15 @@ def _write_dump(
     return capture_kdump(source, selection, sink, options, console.progress("Copying data"))
 
 
-def _remove_if_empty(sink: FileSink) -> None:
+def _remove_if_empty(sink: FileSink) -> bool:
     """A failure before the first byte leaves nothing worth keeping, not even a name."""
-    with contextlib.suppress(OSError):
+    try:
         if os.fstat(sink.fd).st_size == 0:
             os.unlink(sink.name)
+            return True
+    except OSError:
+        pass
+    return False
 
 
 def run_capture(args: argparse.Namespace, root: SystemRoot, console: Console) -> None:
@@ -286,6 +290,15 @@ def run_capture(args: argparse.Namespace, root: SystemRoot, console: Console) ->
             sink = _open_output(args.paths[1], args.force)
         try:
             report = _write_dump(source, selection, sink, options, console)
+        except KdumpdError as exc:
+            if isinstance(sink, NullSink) or (
+                isinstance(sink, FileSink) and _remove_if_empty(sink)
+            ):
+                raise
+            # Whatever stopped the copy (full disk, unreadable vmcore, signal), what was
+            # written says it is incomplete: say so where the admin looks.
+            exc.args = (f"{exc}; {target} is incomplete and marked so",)
+            raise
         except BaseException:
             if isinstance(sink, FileSink):
                 _remove_if_empty(sink)
@@ -383,12 +396,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.common(f"\n{PROG} Completed.")
     except KdumpdError as exc:
         # One line, whatever the message level: an admin must always see why it failed.
-        note = (
-            "; the dump is marked incomplete"
-            if isinstance(exc, DumpWriteError | Interrupted)
-            else ""
-        )
-        print(f"{PROG}: {exc}{note}", file=sys.stderr)
+        print(f"{PROG}: {exc}", file=sys.stderr)
         return exc.exit_code
     except MemoryError:
         print(f"{PROG}: out of memory", file=sys.stderr)

@@ -21,9 +21,9 @@ _IOV_MAX: Final = 1024  # Linux's limit on buffers per writev
 class DumpWriteError(KdumpdError):
     """Writing the dump failed (disk full, I/O error, closed pipe …)."""
 
-    def __init__(self, target: str, exc: OSError) -> None:
+    def __init__(self, target: str, exc: OSError, action: str = "write failed") -> None:
         reason = "no space left on device" if exc.errno == errno.ENOSPC else exc.strerror
-        super().__init__(f"{target}: write failed: {reason or exc}")
+        super().__init__(f"{target}: {action}: {reason or exc}")
         self.errno = exc.errno
 
 
@@ -76,7 +76,7 @@ class FileSink:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         except OSError as exc:
-            raise DumpWriteError(path, exc) from exc
+            raise DumpWriteError(path, exc, "cannot create") from exc
         return cls(fd, path)
 
     def write_at(self, offset: int, *parts: Buffer) -> None:
