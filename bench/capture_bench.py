@@ -5,11 +5,13 @@
     .venv/bin/python bench/capture_bench.py --large --huge      # and the 12 GiB guest
     .venv/bin/python bench/capture_bench.py --inputs fixture --rounds 5 --json out.json
 
-Every run is one child process timed from fork to exit; its peak RSS and CPU time come from
-wait4(). Inputs are read once before the rounds so the page cache is warm for every tool, the
-tools alternate within each round, and outputs go to a scratch directory next to the inputs and
-are deleted after their size is taken. The table shows the median wall time of the rounds, the
-largest peak RSS, and the ratios kdumpd/makedumpfile (``-d 31 -c`` and ``-d 31 -l``).
+Every run is one child process timed from fork to exit; its CPU time comes from wait4(), its
+peak RSS from GNU time (see run_once for why not from wait4). Inputs are read once before the
+rounds so the page cache is warm for every tool, the tools alternate within each round, and
+outputs go to a scratch directory next to the inputs and are deleted after their size is taken.
+The table shows the median wall and CPU time of the rounds, the largest peak RSS, and the ratios
+kdumpd/makedumpfile (``-d 31 -c`` and ``-d 31 -l``). A second table compares the pfns that both
+tools dump at ``-d 31`` (bitmap 2 of the first round's ``-l`` outputs).
 
 Generated vmcores come from tests/vmcores.py (made on first use, cached per machine).
 """
@@ -115,7 +117,12 @@ def run_once(tool: Tool, src: Input, scratch: Path, niceness: int, keep: bool = 
     """One timed run; with KEEP the output stays as scratch/<tool name> for comparison."""
     out = scratch / (tool.name if keep else "out.dump")
     inp = src.for_makedumpfile if tool.makedumpfile else src.for_kdumpd
-    argv = ["nice", "-n", str(niceness), *tool.argv, str(inp), str(out)]
+    # Peak RSS comes from GNU time, not from our own wait4(): Linux carries the RSS high-water
+    # mark of the address space a process had before exec() into its rusage, so a child forked
+    # from this Python process would report at least our RSS. time is small; its child is not.
+    rss_file = scratch / "rss"
+    argv = ["/usr/bin/time", "-f", "%M", "-o", str(rss_file)]
+    argv += ["nice", "-n", str(niceness), *tool.argv, str(inp), str(out)]
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert proc.stdout is not None
@@ -124,15 +131,16 @@ def run_once(tool: Tool, src: Input, scratch: Path, niceness: int, keep: bool = 
     wall = time.perf_counter() - t0
     rc = os.waitstatus_to_exitcode(status)
     proc.returncode = rc  # reaped by wait4 above, not by Popen
-    cpu = usage.ru_utime + usage.ru_stime
+    cpu = usage.ru_utime + usage.ru_stime  # time's own share is negligible
+    rss = int(rss_file.read_text().split()[-1])
     if rc != 0:
         last = (log.decode(errors="replace").strip().splitlines() or [""])[-1]
         out.unlink(missing_ok=True)
-        return Run(src.name, tool.name, wall, cpu, usage.ru_maxrss, 0, f"rc={rc}: {last}")
+        return Run(src.name, tool.name, wall, cpu, rss, 0, f"rc={rc}: {last}")
     size = out.stat().st_size
     if not keep:
         out.unlink()
-    return Run(src.name, tool.name, wall, cpu, usage.ru_maxrss, size)
+    return Run(src.name, tool.name, wall, cpu, rss, size)
 
 
 def compare_pfns(ours: Path, theirs: Path) -> str:
