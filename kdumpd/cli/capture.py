@@ -19,7 +19,7 @@ import importlib
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import PurePosixPath
 from types import FrameType
 from typing import NoReturn, TextIO
@@ -371,6 +371,18 @@ def _on_signal(signum: int, _frame: FrameType | None) -> None:
     raise Interrupted(f"interrupted by {signal.Signals(signum).name}")
 
 
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGTERM (systemd stopping the unit) and SIGINT end the work through the normal error
+    path, which leaves the output marked incomplete; the caller's handlers come back after."""
+    saved = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["savecore"]:
@@ -384,15 +396,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.message_level | (MSG_REPORT if args.show_stats else 0),
             to_stderr=args.flat or args.rearrange,
         )
-        signal.signal(signal.SIGTERM, _on_signal)
-        signal.signal(signal.SIGINT, _on_signal)
         root = SystemRoot.from_env(args.root)
-        if args.rearrange:
-            run_rearrange(args, console)
-        elif args.dump_dmesg:
-            run_dmesg(args, root, console)
-        else:
-            run_capture(args, root, console)
+        with _signals_interrupt():
+            if args.rearrange:
+                run_rearrange(args, console)
+            elif args.dump_dmesg:
+                run_dmesg(args, root, console)
+            else:
+                run_capture(args, root, console)
         console.common(f"\n{PROG} Completed.")
     except KdumpdError as exc:
         # One line, whatever the message level: an admin must always see why it failed.
