@@ -197,12 +197,14 @@ class FullSystemRun:
 
     def ready(self) -> None:
         with self.phase("ready"):
+            show = self.wait_ready(timeout=300)
+            self.report.facts["kdump-config show"] = "\n" + show.rstrip()
+            # The agent starts early: let the boot finish before asking about units.
+            self.vm.sh("systemctl is-system-running --wait", timeout=300)
             active = self.vm.sh("systemctl is-active kdump-tools.service")
             _check(active.out.strip() == "active", "kdump-tools.service is not active", active)
             before = self.vm.sh("systemctl is-active kdumpd.service").out.strip()
             _check(before != "active", "kdumpd.service runs before any bus call", before)
-            show = self.wait_ready(timeout=300)
-            self.report.facts["kdump-config show"] = "\n" + show.rstrip()
             state = self.state()
             _check(state == 's "ready"', "the bus State is not ready", self.bus_evidence(state))
             after = self.sh("systemctl is-active kdumpd.service").strip()

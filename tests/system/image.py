@@ -112,8 +112,8 @@ def rootfs_key() -> str:
     return _key("\n".join(SOURCES).encode(), "\n".join(PACKAGES).encode())
 
 
-def _run(cmd: list[str], **kw: object) -> None:
-    result = subprocess.run(cmd, capture_output=True, text=True, check=False, **kw)  # type: ignore[call-overload]
+def _run(cmd: list[str]) -> None:
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         tail = (result.stdout + result.stderr)[-3000:]
         raise ImageError(f"{cmd[0]} failed with status {result.returncode}:\n{tail}")
