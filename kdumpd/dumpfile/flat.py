@@ -55,7 +55,7 @@ class FlatSink:
             raise DumpWriteError(self.name, exc) from exc
 
     def write_at(self, offset: int, *parts: Buffer) -> None:
-        size = sum(memoryview(p).nbytes for p in parts)
+        size = sum(map(len, parts))
         if size == 0:
             return  # an empty record would end makedumpfile -R's loop early
         self._emit(_RECORD.pack(offset, size), *parts)

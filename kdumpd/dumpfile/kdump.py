@@ -189,7 +189,7 @@ class KdumpWriter:
 
     def _write(self, offset: int, *parts: Page) -> None:
         self.sink.write_at(offset, *parts)
-        self.stats.bytes_written += sum(memoryview(p).nbytes for p in parts)
+        self.stats.bytes_written += sum(map(len, parts))
 
 
 def _fit(bitmap: npt.NDArray[np.uint8], size: int) -> bytes:

@@ -45,21 +45,25 @@ class Sink(Protocol):
 
 
 def write_all(fd: int, parts: Sequence[Buffer], offset: int | None = None) -> None:
-    """Write every byte of ``parts`` with gathered writes, resuming after short writes."""
-    views = [v for v in (memoryview(p).cast("B") for p in parts) if v.nbytes]
-    i = 0
-    while i < len(views):
-        group = views[i : i + _IOV_MAX]
+    """Write every byte of ``parts`` with gathered writes, resuming after short writes.
+
+    Parts are byte buffers (memoryviews of format "B"), so ``len`` counts bytes.
+    """
+    pending = list(parts)
+    while pending:
+        group = pending[:_IOV_MAX]
         n = os.writev(fd, group) if offset is None else os.pwritev(fd, group, offset)
         if offset is not None:
             offset += n
-        while n:
-            if n >= views[i].nbytes:
-                n -= views[i].nbytes
-                i += 1
-            else:
-                views[i] = views[i][n:]
-                n = 0
+        done = 0
+        while done < len(group) and n >= len(group[done]):
+            n -= len(group[done])
+            done += 1
+        pending = pending[done:]
+        if n:
+            pending[0] = memoryview(pending[0])[n:]
+        elif done == 0:
+            raise OSError(errno.EIO, "write made no progress")
 
 
 class FileSink:

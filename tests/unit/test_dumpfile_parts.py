@@ -201,3 +201,20 @@ def test_report_matches_makedumpfile_layout(shared_fixtures: Path) -> None:
     )
     reference = (shared_fixtures / "vmcore-6.1-kexec.d31.stats.txt").read_text().splitlines()
     assert format_report(stats).splitlines() == reference[1:16]
+
+
+def test_write_all_resumes_after_short_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kdumpd.dumpfile import sink
+
+    real = os.writev
+
+    def short(fd: int, buffers: list[bytes]) -> int:  # at most 7 bytes per call
+        return real(fd, [bytes(b"".join(bytes(b) for b in buffers)[:7])])
+
+    monkeypatch.setattr(sink.os, "writev", short)
+    parts = [b"abc", b"", memoryview(b"defghijklmnop")[2:], b"q" * 20]
+    r, w = os.pipe()
+    sink.write_all(w, parts)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        assert f.read() == b"abc" + b"fghijklmnop" + b"q" * 20
