@@ -44,6 +44,24 @@ def zstd_d31(fixture_vmcore: Path, out: Path) -> tuple[Path, str]:
     return path, proc.stdout.decode()
 
 
+@pytest.fixture(scope="module")
+def flat_d31(fixture_vmcore: Path, out: Path) -> Path:
+    """The same dump as a flattened stream (``-F`` to standard output)."""
+    stream = out / "d31.flat"
+    with stream.open("wb") as f:
+        proc = run_capture("-F", "-d", "31", fixture_vmcore, stdout=f.fileno())
+    assert proc.returncode == 0, proc.stderr.decode()
+    return stream
+
+
+@pytest.fixture(scope="module")
+def elf_d31(fixture_vmcore: Path, out: Path) -> Path:
+    path = out / "d31.elf"
+    proc = run_capture("-E", "-d", "31", "--message-level", "0", fixture_vmcore, path)
+    assert proc.returncode == 0, proc.stderr.decode()
+    return path
+
+
 def _fixture_bitmap(shared_fixtures: Path, name: str) -> np.ndarray:
     raw = (
         zstandard.ZstdDecompressor()
@@ -109,12 +127,9 @@ def test_lzo_and_zlib_byte_identical_to_makedumpfile(
 
 
 def test_flattened_stream_rebuilds_to_the_same_file(
-    zstd_d31: tuple[Path, str], fixture_vmcore: Path, out: Path
+    zstd_d31: tuple[Path, str], flat_d31: Path, out: Path
 ) -> None:
-    stream, rebuilt, by_mdf = out / "d31.flat", out / "d31.rebuilt", out / "d31.mdf-rebuilt"
-    with stream.open("wb") as f:
-        proc = run_capture("-F", "-d", "31", fixture_vmcore, stdout=f.fileno())
-    assert proc.returncode == 0, proc.stderr.decode()
+    stream, rebuilt, by_mdf = flat_d31, out / "d31.rebuilt", out / "d31.mdf-rebuilt"
     assert stream.read_bytes()[:16] == b"makedumpfile\0\0\0\0"
     with stream.open("rb") as f:
         proc = run_capture("-R", rebuilt, stdin=f.fileno())
@@ -127,14 +142,9 @@ def test_flattened_stream_rebuilds_to_the_same_file(
     assert by_mdf.read_bytes() == rebuilt.read_bytes()
 
 
-def test_truncated_stream_leaves_rebuilt_file_marked_incomplete(
-    zstd_d31: tuple[Path, str], out: Path
-) -> None:
-    stream = out / "d31.flat"
-    if not stream.exists():
-        pytest.skip("needs the flattened stream of test_flattened_stream_rebuilds_to_the_same_file")
+def test_truncated_stream_leaves_rebuilt_file_marked_incomplete(flat_d31: Path, out: Path) -> None:
     cut = out / "cut.flat"
-    data = stream.read_bytes()
+    data = flat_d31.read_bytes()
     cut.write_bytes(data[: len(data) - 20])  # drop the end marker and part of the last record
     rebuilt = out / "cut.kdump"
     with cut.open("rb") as f:
@@ -145,11 +155,9 @@ def test_truncated_stream_leaves_rebuilt_file_marked_incomplete(
 
 
 def test_elf_output_reads_back_through_drgn(
-    fixture_vmcore: Path, out: Path, shared_fixtures: Path
+    elf_d31: Path, fixture_vmcore: Path, out: Path, shared_fixtures: Path
 ) -> None:
-    path = out / "d31.elf"
-    proc = run_capture("-E", "-d", "31", "--message-level", "0", fixture_vmcore, path)
-    assert proc.returncode == 0, proc.stderr.decode()
+    path = elf_d31
     head = path.read_bytes()[:64]
     assert head[:4] == b"\x7fELF" and int.from_bytes(head[48:52], "little") == 0
     kept = _fixture_bitmap(shared_fixtures, "vmcore-6.1-kexec.d31.bitmap2.zst")
@@ -258,15 +266,12 @@ needs_vmlinux = pytest.mark.skipif(
 
 @needs_vmlinux
 def test_crash_opens_our_dump_and_stream(
-    zstd_d31: tuple[Path, str], out: Path, shared_fixtures: Path
+    zstd_d31: tuple[Path, str], flat_d31: Path, shared_fixtures: Path
 ) -> None:
-    stream = out / "d31.flat"
-    if not stream.exists():
-        pytest.skip("needs the flattened stream of test_flattened_stream_rebuilds_to_the_same_file")
     last_log_line = (
         (shared_fixtures / "vmcore-6.1-kexec.dmesg.txt").read_text().strip().splitlines()[-1]
     )
-    for dump in (zstd_d31[0], stream):
+    for dump in (zstd_d31[0], flat_d31):
         text = crash_session(dump, "sys\nbt\nlog")
         assert "RELEASE: 6.1.0-56-amd64" in text, text[-2000:]
         assert 'PANIC: "Kernel panic - not syncing: sysrq triggered crash"' in text
@@ -275,13 +280,15 @@ def test_crash_opens_our_dump_and_stream(
 
 
 @needs_vmlinux
-@pytest.mark.parametrize("name", ["d31.kdump", "d31.flat", "d31.elf"])
+@pytest.mark.parametrize("kind", ["kdump", "flat", "elf"])
 def test_drgn_sees_tasks_printk_and_the_crashed_stack(
-    name: str, zstd_d31: tuple[Path, str], out: Path, shared_fixtures: Path
+    kind: str,
+    zstd_d31: tuple[Path, str],
+    flat_d31: Path,
+    elf_d31: Path,
+    shared_fixtures: Path,
 ) -> None:
-    dump = out / name
-    if not dump.exists():
-        pytest.skip(f"needs {name} from an earlier test of this module")
+    dump = {"kdump": zstd_d31[0], "flat": flat_d31, "elf": elf_d31}[kind]
     proc = subprocess.run(
         [
             str(DRGN),
