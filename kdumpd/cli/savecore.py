@@ -18,7 +18,7 @@ from typing import NoReturn
 
 from kdumpd.cli.context import Context
 from kdumpd.config import Config, load_config
-from kdumpd.errors import KdumpdError, UsageError
+from kdumpd.errors import ConfigError, KdumpdError, UsageError
 from kdumpd.savecore import after
 from kdumpd.savecore.engine import VmcoreEngine, capture_options
 from kdumpd.savecore.run import Capture, targets_for
@@ -91,7 +91,12 @@ def save(root: SystemRoot, vmcore: str, cfg: Config, problems: list[str]) -> int
         log(f"kdumpd-capture: {vmcore} is missing or empty: this is not a capture kernel")
         return 1
     t0 = time.monotonic()
-    options = capture_options(cfg.makedump_args, cfg.path)
+    try:
+        options = capture_options(cfg.makedump_args, cfg.path)
+    except ConfigError as exc:  # as with a broken config file: save with the defaults
+        log(f"kdumpd-capture: {exc}; using the default dump options")
+        problems = [*problems, str(exc)]
+        options = capture_options((), cfg.path)
     log(f"kdumpd-capture: saving {vmcore} ({size} bytes), dump level {options.dump_level}")
     engine = VmcoreEngine(str(path), options)
     try:

@@ -71,7 +71,6 @@ class BudgetSink:
         self.inner = inner
         self.budget = budget
         self.name = inner.name
-        self.exhausted = False
 
     @property
     def seekable(self) -> bool:
@@ -79,7 +78,6 @@ class BudgetSink:
 
     def write_at(self, offset: int, *parts: Buffer) -> None:
         if offset + sum(memoryview(p).nbytes for p in parts) > self.budget:
-            self.exhausted = True
             raise BudgetExhaustedError(self.name, self.budget)
         self.inner.write_at(offset, *parts)
 

@@ -219,3 +219,15 @@ def test_unit_passes_systemd_analyze_verify(repo: Path, tmp_path: Path) -> None:
         ["systemd-analyze", "verify", "--man=no", str(copy)], capture_output=True, text=True
     )
     assert done.returncode == 0 and not done.stderr.strip(), done.stderr
+
+
+def test_makedump_args_read_with_makedumpfiles_letters() -> None:
+    from kdumpd.errors import ConfigError
+    from kdumpd.savecore.engine import capture_options
+
+    opts = capture_options(("-F", "-c", "-d", "31"), "/etc/default/kdump-tools")
+    assert (opts.dump_level, opts.compression, opts.elf) == (31, "zlib", False)
+    assert capture_options((), "x").compression == "zstd"  # kdumpd's default
+    assert capture_options(("-l", "-d", "1"), "x").compression == "lzo"
+    with pytest.raises(ConfigError, match="/etc/default/kdump-tools: MAKEDUMP_ARGS"):
+        capture_options(("--no-such-option",), "/etc/default/kdump-tools")
