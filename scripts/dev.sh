@@ -34,7 +34,9 @@ setup() {
     local stamp="$venv/.installed-$(cat pyproject.toml scripts/apt-packages.txt | sha256sum | cut -c1-16)"
     if [ ! -e "$stamp" ]; then
         "$venv/bin/python" -m pip install -q --upgrade pip
-        "$venv/bin/python" -m pip install -q -e ".[dev]"
+        # Eager: Debian's python3-* packages (for .venv-debian) already satisfy the lower bounds,
+        # and this venv is meant to run on the newest releases.
+        "$venv/bin/python" -m pip install -q --upgrade --upgrade-strategy eager -e ".[dev]"
         rm -f "$venv"/.installed-*
         touch "$stamp"
     fi
