@@ -335,14 +335,12 @@ def run_rearrange(args: argparse.Namespace, console: Console) -> None:
 
 
 def run_dmesg(args: argparse.Namespace, root: SystemRoot, console: Console) -> None:
-    try:
-        printk = importlib.import_module("kdumpd.vmcore.printk")
-    except ModuleNotFoundError:
-        raise KdumpdError("--dump-dmesg: the dmesg extractor is not installed") from None
+    from kdumpd.vmcore.printk import dump_dmesg  # only this mode needs it
+
     vmcore = _system_path(root, args.paths[0])
     source = open_source(vmcore)
     try:
-        printk.dump_dmesg(source, args.paths[1])
+        dump_dmesg(source, args.paths[1])
     finally:
         close = getattr(source, "close", None)
         if callable(close):
@@ -351,9 +349,12 @@ def run_dmesg(args: argparse.Namespace, root: SystemRoot, console: Console) -> N
 
 
 def _savecore(argv: Sequence[str]) -> int:
+    # Imported on demand: plain captures need none of savecore's configuration machinery.
     try:
         module = importlib.import_module("kdumpd.cli.savecore")
-    except ModuleNotFoundError:
+    except ModuleNotFoundError as exc:
+        if exc.name != "kdumpd.cli.savecore":
+            raise
         print(f"{PROG}: savecore: not available in this installation", file=sys.stderr)
         return 1
     result = module.main(list(argv))
