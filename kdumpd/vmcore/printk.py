@@ -146,7 +146,7 @@ class _Mem:
     def __init__(self, read: ReadMemory) -> None:
         self._read = read
 
-    def bytes(self, addr: int, size: int, what: str) -> bytes:
+    def read(self, addr: int, size: int, what: str) -> bytes:
         if not 0 <= addr < 1 << 64 or addr + size > 1 << 64:
             raise DmesgError(f"dmesg: {what} address {addr:#x} is not a kernel address")
         try:
@@ -160,7 +160,7 @@ class _Mem:
         return data
 
     def uint(self, addr: int, size: int, what: str) -> int:
-        return int.from_bytes(self.bytes(addr, size, what), "little")
+        return int.from_bytes(self.read(addr, size, what), "little")
 
 
 def _field(block: bytes, offset: int, size: int, what: str) -> int:
@@ -188,7 +188,7 @@ def _lockless(mem: _Mem, info: Vmcoreinfo) -> Iterator[bytes]:
 
     atomic = need("OFFSET", "atomic_long_t.counter")
     prb_addr = mem.uint(need("SYMBOL", "prb"), 8, "the prb pointer")
-    prb = mem.bytes(prb_addr, _struct_size(info, "printk_ringbuffer", purpose), "the printk ring")
+    prb = mem.read(prb_addr, _struct_size(info, "printk_ringbuffer", purpose), "the printk ring")
     desc_ring = need("OFFSET", "printk_ringbuffer.desc_ring")
     text_ring = need("OFFSET", "printk_ringbuffer.text_data_ring")
     count_bits = _field(
@@ -228,8 +228,8 @@ def _lockless(mem: _Mem, info: Vmcoreinfo) -> Iterator[bytes]:
     while done <= span:
         first = (tail + done) % count
         n = min(span + 1 - done, count - first, _SLOTS_PER_READ)
-        desc_block = mem.bytes(descs + first * desc_size, n * desc_size, "printk descriptors")
-        info_block = mem.bytes(infos + first * info_size, n * info_size, "printk_info records")
+        desc_block = mem.read(descs + first * desc_size, n * desc_size, "printk descriptors")
+        info_block = mem.read(infos + first * info_size, n * info_size, "printk_info records")
         for i in range(n):
             desc = desc_block[i * desc_size : (i + 1) * desc_size]
             state_var = _field(desc, state_off, 8, "prb_desc.state_var")
@@ -251,7 +251,7 @@ def _lockless(mem: _Mem, info: Vmcoreinfo) -> Iterator[bytes]:
                 text_len = min(text_len, end - begin)
             # end < begin only in garbage; makedumpfile then reads past the ring, we stop at it
             text_len = max(0, min(text_len, ring_size - begin))
-            text = mem.bytes(data + begin, text_len, "printk text") if text_len else b""
+            text = mem.read(data + begin, text_len, "printk text") if text_len else b""
             yield format_record(_field(rec, ts_off, 8, "printk_info.ts_nsec"), text)
         done += n
 
@@ -308,15 +308,15 @@ def _structured(mem: _Mem, info: Vmcoreinfo) -> Iterator[bytes]:
             raise corrupt("index outside log_buf", idx)
         if wrapped and idx > stop:
             raise corrupt("the records after the wrap run past log_next_idx", idx)
-        rec = mem.bytes(buf + idx, size, "a printk_log record")
+        rec = mem.read(buf + idx, size, "a printk_log record")
         if _field(rec, len_off, 2, "printk_log.len") == 0:  # end marker: the record is at 0
             if wrapped:
                 raise corrupt("a second wrap of the record chain", idx)
             idx, wrapped = 0, True
-            rec = mem.bytes(buf, size, "a printk_log record")
+            rec = mem.read(buf, size, "a printk_log record")
         rec_len = _field(rec, len_off, 2, "printk_log.len")
         text_len = min(_field(rec, text_len_off, 2, "printk_log.text_len"), length - idx - size)
-        text = mem.bytes(buf + idx + size, text_len, "printk_log text") if text_len else b""
+        text = mem.read(buf + idx + size, text_len, "printk_log text") if text_len else b""
         yield format_record(_field(rec, ts_off, 8, "printk_log.ts_nsec"), text)
         if rec_len < size:
             raise corrupt(f"record length {rec_len} is below the header size {size}", idx)
@@ -336,7 +336,7 @@ def _plain(mem: _Mem, info: Vmcoreinfo) -> Iterator[bytes]:
         pieces = [(index, length - index), (0, index)]
     for start, size in pieces:
         for off in range(start, start + size, _PLAIN_CHUNK):
-            yield mem.bytes(buf + off, min(_PLAIN_CHUNK, start + size - off), "log_buf")
+            yield mem.read(buf + off, min(_PLAIN_CHUNK, start + size - off), "log_buf")
 
 
 def _release(osrelease: str) -> tuple[int, ...]:
