@@ -109,18 +109,28 @@ def _run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, check=True, text=True, capture_output=True, **kw)  # type: ignore[call-overload]
 
 
+def _download(pkg: str, debs: Path) -> Path:
+    """The newest cached .deb of pkg, fetched with apt-get download (after apt-get update when
+    the package lists are too old to know it)."""
+    found = sorted(debs.glob(f"{pkg}_*.deb"))
+    if not found:
+        try:
+            _run(["apt-get", "download", pkg], cwd=debs)
+        except subprocess.CalledProcessError:
+            try:
+                _run(["apt-get", "update"])
+                _run(["apt-get", "download", pkg], cwd=debs)
+            except subprocess.CalledProcessError as exc:
+                raise ImageError(f"apt-get download {pkg} failed: {exc.stderr}") from exc
+        found = sorted(debs.glob(f"{pkg}_*.deb"))
+    return found[-1]
+
+
 def kernel() -> Kernel:
     """The Debian kernel package, downloaded and unpacked once into the fixture cache."""
     debs = FIXTURE_CACHE / "debs"
     debs.mkdir(parents=True, exist_ok=True)
-    found = sorted(debs.glob(f"{KERNEL_PACKAGE}_*.deb"))
-    if not found:
-        try:
-            _run(["apt-get", "download", KERNEL_PACKAGE], cwd=debs)
-        except subprocess.CalledProcessError as exc:
-            raise ImageError(f"apt-get download {KERNEL_PACKAGE} failed: {exc.stderr}") from exc
-        found = sorted(debs.glob(f"{KERNEL_PACKAGE}_*.deb"))
-    deb = found[-1]
+    deb = _download(KERNEL_PACKAGE, debs)
     version = _run(["dpkg-deb", "-f", str(deb), "Version"]).stdout.strip()
     root = FIXTURE_CACHE / "kernel" / f"{KERNEL_PACKAGE}_{version}"
     if not (root / ".complete").exists():
@@ -138,18 +148,12 @@ def debian_packages() -> list[Path]:
     debs.mkdir(parents=True, exist_ok=True)
     roots = []
     for pkg in DEBIAN_PACKAGES:
-        found = sorted(debs.glob(f"{pkg}_*.deb"))
-        if not found:
-            try:
-                _run(["apt-get", "download", pkg], cwd=debs)
-            except subprocess.CalledProcessError as exc:
-                raise ImageError(f"apt-get download {pkg} failed: {exc.stderr}") from exc
-            found = sorted(debs.glob(f"{pkg}_*.deb"))
-        root = FIXTURE_CACHE / "unpacked" / found[-1].stem
+        deb = _download(pkg, debs)
+        root = FIXTURE_CACHE / "unpacked" / deb.stem
         if not (root / ".complete").exists():
             shutil.rmtree(root, ignore_errors=True)
             root.mkdir(parents=True)
-            _run(["dpkg-deb", "-x", str(found[-1]), str(root)])
+            _run(["dpkg-deb", "-x", str(deb), str(root)])
             (root / ".complete").touch()
         roots.append(root)
     return roots
@@ -378,7 +382,19 @@ def build() -> Image:
     with tempfile.TemporaryDirectory(dir=out_dir, prefix="stage.") as tmp:
         initrd = _initrd(Path(tmp) / "initrd", k, out_dir)
         sysroot, errors = _sysroot(Path(tmp) / "sysroot", out_dir)
+    for keep, pattern in ((initrd, "initrd-*.cpio.zst"), (sysroot, "sysroot-*")):
+        _prune(out_dir, pattern, keep)
     return Image(k, initrd, sysroot, errors)
+
+
+def _prune(out_dir: Path, pattern: str, keep: Path, count: int = 3) -> None:
+    """Keep the cache bounded: the newest few images besides the one in use."""
+    entries = sorted(out_dir.glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in [p for p in entries if p != keep][count:]:
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
