@@ -85,6 +85,18 @@ def test_local_target_layout_metadata_and_retention(
     assert _release(dump) == "6.1.0-56-amd64"
     sizes = meta["sizes"]
     assert isinstance(sizes, dict) and sizes["dump"] == dump.stat().st_size
+    # the daemon's dump index reads the directory as this capture describes it
+    from kdumpd.service.dumps import read_dump_dir
+
+    info = read_dump_dir(crash / new[0], f"/var/crash/{new[0]}")
+    assert info is not None
+    assert (info.status, info.kernel_release, info.format) == (
+        "complete",
+        "6.1.0-56-amd64",
+        "kdump-compressed",
+    )
+    assert info.panic_message == "sysrq triggered crash"
+    assert info.timestamp_us == meta["timestamp_us"]
     # KDUMP_NUM_DUMPS=2: the oldest dump went, the other and the junk directory stay
     assert sorted(os.listdir(crash)) == sorted(["202001020000", "not-a-dump", new[0]])
 
