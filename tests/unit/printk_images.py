@@ -131,9 +131,7 @@ def lockless_image(
     memory.put(addrs["infos"], infos)
     memory.put(addrs["data"], data)
     kept = [
-        rec
-        for n, rec in enumerate(records)
-        if n >= oldest and rec.state in (FINALIZED, COMMITTED)
+        rec for n, rec in enumerate(records) if n >= oldest and rec.state in (FINALIZED, COMMITTED)
     ]
     keys = LOCKLESS_KEYS.format(prb=addrs["prb_ptr"])
     return LocklessImage(keys, parse_vmcoreinfo(keys.encode()), memory, kept, addrs)
