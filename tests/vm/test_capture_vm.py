@@ -4,7 +4,8 @@ Each case boots the first kernel with crashkernel=, arms with kdumpd's own ``kdu
 (kexec_file_load), crashes with sysrq-c, and lets the capture kernel run ``kdumpd-capture
 savecore`` against the real /proc/vmcore; savecore then reboots (qemu exits).  The host checks
 what landed: layout, modes, metadata, dmesg with the panic line, and the dump read back with drgn
-(with the kernel's -dbg vmlinux when present: the panicking task's stack) or libkdumpfile.
+(with the kernel's -dbg vmlinux when present: the panicking task's stack; crash too) or, without
+it, drgn's raw reads through the kernel's own symbol table.
 
 Timings of each stage inside the capture kernel and the capture process's peak RSS are printed
 (``pytest -s``) and kept in the cache's vm/last-<case>.json; they are never asserted.
@@ -119,6 +120,19 @@ def _check_dump_with_drgn(dump: Path) -> str:
     return done.stdout
 
 
+def _check_dump_with_crash(dump: Path) -> None:
+    """Debian's crash (with the -dbg vmlinux) opens the dump: the panic and its stack."""
+    done = subprocess.run(
+        ["crash", "-s", str(VMLINUX_DBG), str(dump)],
+        input="sys\nbt\nquit\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert f'PANIC: "{PANIC_LINE}"' in done.stdout, done.stdout + done.stderr
+    assert "sysrq_handle_crash" in done.stdout, done.stdout
+
+
 def _check_layout(d: Path, complete: bool) -> tuple[str, dict[str, object]]:
     stamp = d.name.rpartition("-")[2]
     assert STAMP.fullmatch(stamp), d.name
@@ -148,6 +162,8 @@ def test_local_target(guest: image.Image, tmp_path: Path) -> None:
         assert meta["status"] == "complete" and meta["errors"] == []
         assert meta["format"] == "kdump-compressed"
         _check_dump_with_drgn(d / f"dump.{stamp}")
+        if VMLINUX_DBG.exists():
+            _check_dump_with_crash(d / f"dump.{stamp}")
     _report("local", run, meta)
 
 
