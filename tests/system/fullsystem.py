@@ -95,6 +95,7 @@ class FullSystemRun:
         self.deb: Path | None = None
         self.t: dict[str, float] = {}
         self.dump: dict[str, Any] = {}
+        self.dump_file = ""
 
     # --- bookkeeping --------------------------------------------------------------------------
 
@@ -242,8 +243,10 @@ class FullSystemRun:
             vm.fire("sync; echo c > /proc/sysrq-trigger")
             i, panic = vm.wait_console(r"Kernel panic - not syncing", 120, mark)
             i, capture = vm.wait_console(r"Linux version \d", 300, i + 1)
+            first_capture_line = i
             i, service = vm.wait_console(r"Start(ing|ed) .*kdump-tools-dump", 600, i + 1)
             i, restart = vm.wait_console(r"reboot: Restarting system|Linux version \d", 1200, i + 1)
+            capture_boot = vm.console_text(first_capture_line, i)
             if "Linux version" in restart.text:
                 # The capture kernel's own reboot message may be lost; the next kernel is not.
                 nxt = restart
@@ -256,7 +259,7 @@ class FullSystemRun:
         self.timed("capture-kernel-to-dump-service", service.t - capture.t)
         self.timed("dump-service", restart.t - service.t, "dump service start → reboot")
         self.timed("panic-to-next-kernel", nxt.t - panic.t)
-        self._capture_memory(capture_log)
+        self._capture_memory(capture_boot)
         with self.phase("ready-again"):
             self.wait_ready(timeout=400)
             t_ready = time.monotonic()
@@ -298,8 +301,13 @@ class FullSystemRun:
                 f"{self.dump.get('Path')} ({self.dump.get('Size', 0) / 2**20:.1f} MiB, "
                 f"{self.dump.get('Format')}), panic: {panic.strip()}"
             )
-            directory = str(Path(str(self.dump.get("Path"))).parent)
+            path = str(self.dump.get("Path"))
+            # Path names the dump directory or the dump file in it.
+            directory = path if self.vm.sh(f"test -d {path}").rc == 0 else str(Path(path).parent)
             listing = self.sh(f"ls -ln {directory}")
+            names = re.findall(r"\s(dump\.\d+\S*)$", listing, re.M)
+            _check(len(names) == 1, "no single dump.<stamp> file in the dump directory", listing)
+            self.dump_file = f"{directory}/{names[0]}"
             self.report.facts["dump directory"] = "\n" + listing.rstrip()
             # What the capture recorded about itself: stage durations and its peak memory.
             meta = json.loads(self.sh(f"cat {directory}/metadata.json"))
@@ -332,7 +340,7 @@ class FullSystemRun:
             vm.wait_exit(timeout=180)
             assert self.disk is not None
             local = self.workdir / "dump"
-            extract_file(self.disk, str(self.dump["Path"]), local, self.workdir)
+            extract_file(self.disk, self.dump_file, local, self.workdir)
             out = subprocess.run(
                 [sys.executable, str(Path(__file__).with_name("drgn_check.py")), str(local)],
                 capture_output=True,

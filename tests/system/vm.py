@@ -174,9 +174,9 @@ class Guest:
                 raise GuestError(f"no console line matching {pattern!r} within {timeout:.0f} s")
             time.sleep(0.05)
 
-    def console_text(self, after: int = 0) -> str:
+    def console_text(self, after: int = 0, until: int | None = None) -> str:
         with self._lock:
-            return "\n".join(line.text for line in self.lines[after:])
+            return "\n".join(line.text for line in self.lines[after:until])
 
     # --- agent --------------------------------------------------------------------------------
 
