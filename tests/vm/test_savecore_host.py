@@ -176,3 +176,28 @@ def test_ssh_target_unreachable_fails_after_bounded_retries(
     assert done.returncode == 1
     assert "unreachable after 2 attempts" in done.stdout, done.stdout
     assert "FAILED" in done.stdout
+
+
+def test_kdump_config_savecore_honours_use_kdump(tmp_path: Path, fixture_vmcore: Path) -> None:
+    root = machine_root(tmp_path, fixture_vmcore, "USE_KDUMP=0\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "kdumpd.cli.kdump_config", "--root", str(root), "savecore"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "USE_KDUMP is 0: not saving the dump" in done.stdout
+    assert not (root / "var/crash").exists()
+
+
+def test_a_broken_config_still_saves_the_dump_and_says_so(
+    tmp_path: Path, fixture_vmcore: Path
+) -> None:
+    root = machine_root(tmp_path, fixture_vmcore, "USE_KDUMP=1\nSSH=root@host; reboot\n")
+    done = _savecore(root)
+    assert done.returncode == 1, done.stdout + done.stderr  # the config error is reported
+    assert "saving with the default settings" in done.stdout
+    (d,) = list((root / "var/crash").iterdir())
+    assert (d / f"dump.{d.name}").exists()  # ... and the dump was saved all the same
