@@ -156,6 +156,7 @@ class Capture:
             meta.errors.append(str(exc))
             committed = False
         except Exception as exc:
+            # a bug must not cost the other targets nor the truthful metadata of this one
             meta.errors.append(f"internal error: {type(exc).__name__}: {exc}")
             self.log(f"kdumpd-capture: internal error: {type(exc).__name__}: {exc}")
             committed = False
