@@ -79,17 +79,18 @@ def _config(root: SystemRoot) -> tuple[Config, list[str]]:
         return Config(use_kdump=True), [str(exc)]
 
 
+def _size(root: SystemRoot, vmcore: str) -> int:
+    try:
+        return root.path(vmcore).stat().st_size
+    except OSError:
+        return 0
+
+
 def save(root: SystemRoot, vmcore: str, cfg: Config, problems: list[str]) -> int:
     """Save to every configured target; the exit status."""
     boot_to_start = _uptime(root)
     path = root.path(vmcore)
-    try:
-        size = path.stat().st_size
-    except OSError:
-        size = 0
-    if size == 0:
-        log(f"kdumpd-capture: {vmcore} is missing or empty: this is not a capture kernel")
-        return 1
+    size = _size(root, vmcore)
     t0 = time.monotonic()
     try:
         options = capture_options(cfg.makedump_args, cfg.path)
@@ -126,6 +127,11 @@ def _run(prog: str, argv: Sequence[str], given: SystemRoot | None, reboot: bool)
         print(f"{prog}: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
     root = given or SystemRoot.from_env(args.root)
+    if _size(root, args.vmcore) == 0:
+        # checked before anything else: run by hand on a running system, savecore must never
+        # go on to KDUMP_FAIL_CMD or a reboot
+        print(f"{prog}: {args.vmcore} is missing or empty: not a capture kernel", file=sys.stderr)
+        return 1
     cfg = Config()
     try:
         cfg, problems = _config(root)

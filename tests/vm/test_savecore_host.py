@@ -201,3 +201,21 @@ def test_a_broken_config_still_saves_the_dump_and_says_so(
     assert "saving with the default settings" in done.stdout
     (d,) = list((root / "var/crash").iterdir())
     assert (d / f"dump.{d.name}").exists()  # ... and the dump was saved all the same
+
+
+def test_outside_a_capture_kernel_it_refuses_and_never_reboots(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "etc/default").mkdir(parents=True)
+    (root / "etc/default/kdump-tools").write_text('USE_KDUMP=1\nKDUMP_FAIL_CMD="true"\n')
+    # without --no-reboot: the refusal comes before KDUMP_FAIL_CMD or the reboot could run.
+    # KDUMP_FAIL_CMD is set so that even a regression here runs it instead of rebooting the host.
+    done = subprocess.run(
+        [sys.executable, "-m", "kdumpd.cli.capture", "savecore", "--root", str(root)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "/proc/vmcore is missing or empty: not a capture kernel" in done.stderr
+    assert "KDUMP_FAIL_CMD" not in done.stdout and "reboot" not in done.stdout
