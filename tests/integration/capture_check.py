@@ -17,13 +17,56 @@ REPO = Path(__file__).resolve().parents[2]
 CAPTURE = [sys.executable, "-m", "kdumpd.cli.capture"]
 PAGE = 4096
 CHUNK_PAGES = 256
-VMLINUX = Path(
-    os.environ.get("KDUMPD_TEST_CACHE", "/var/tmp/kdumpd-test-cache"),
-    "dbg/usr/lib/debug/boot/vmlinux-6.1.0-56-amd64",
-)
+DBG_PACKAGE = "linux-image-6.1.0-56-amd64-dbg"
+DBG_DIR = Path(os.environ.get("KDUMPD_TEST_CACHE", "/var/tmp/kdumpd-test-cache"), "dbg")
+VMLINUX_MEMBER = "./usr/lib/debug/boot/vmlinux-6.1.0-56-amd64"
+VMLINUX = DBG_DIR / VMLINUX_MEMBER
 # The drgn CLI oracle is the dev venv's (pyproject's dev extras: drgn >= 0.0.27), also when the
 # tests run in .venv-debian: Debian 12's drgn 0.0.22 lacks helpers drgn-check.py uses.
 DRGN = REPO / ".venv" / "bin" / "drgn"
+
+
+def ensure_vmlinux() -> str | None:
+    """Fetch the fixture kernel's debug vmlinux into the test cache once per machine.
+
+    ``apt-get download`` of the -dbg package (858 MB) and only the vmlinux extracted from it,
+    under a lock, written under a temporary name and renamed when whole. Returns why it is not
+    available, or None when it is.
+    """
+    import fcntl
+
+    if VMLINUX.exists():
+        return None
+    DBG_DIR.mkdir(parents=True, exist_ok=True)
+    with (DBG_DIR / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if VMLINUX.exists():
+            return None
+        got = subprocess.run(
+            ["apt-get", "download", DBG_PACKAGE], cwd=DBG_DIR, capture_output=True, timeout=900
+        )
+        debs = sorted(DBG_DIR.glob(f"{DBG_PACKAGE}_*.deb"))
+        if got.returncode != 0 or not debs:
+            return f"apt-get download {DBG_PACKAGE} failed: {got.stderr.decode().strip()[-200:]}"
+        tmp = VMLINUX.with_name(VMLINUX.name + ".tmp")
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        with tmp.open("wb") as out:
+            deb = subprocess.Popen(
+                ["dpkg-deb", "--fsys-tarfile", str(debs[-1])], stdout=subprocess.PIPE
+            )
+            tar = subprocess.run(
+                ["tar", "-xO", VMLINUX_MEMBER], stdin=deb.stdout, stdout=out, timeout=1800
+            )
+            assert deb.stdout is not None
+            deb.stdout.close()
+            deb.wait(timeout=60)
+        for path in debs:
+            path.unlink()
+        if tar.returncode != 0 or deb.returncode != 0:
+            tmp.unlink()
+            return f"extracting {VMLINUX_MEMBER} from {debs[-1].name} failed"
+        tmp.rename(VMLINUX)
+    return None
 
 
 def run_capture(

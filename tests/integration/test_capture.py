@@ -20,6 +20,7 @@ from capture_check import (
     assert_same_pages_libkdumpfile,
     bitmap_of_runs,
     crash_session,
+    ensure_vmlinux,
     libkdumpfile_runs,
     run_capture,
 )
@@ -258,15 +259,17 @@ def test_garbage_and_truncated_inputs_fail_cleanly(fixture_vmcore: Path, out: Pa
         assert len(err.strip().splitlines()) == 1 and str(bad) in err and "Traceback" not in err
 
 
-needs_vmlinux = pytest.mark.skipif(
-    not VMLINUX.exists(),
-    reason=f"{VMLINUX} is absent (apt-get download linux-image-6.1.0-56-amd64-dbg and extract it)",
-)
+@pytest.fixture(scope="session")
+def vmlinux() -> Path:
+    """The fixture kernel's debug vmlinux (fetched once per machine); crash needs it."""
+    why = ensure_vmlinux()
+    if why:
+        pytest.skip(f"{VMLINUX} is absent: {why}")
+    return VMLINUX
 
 
-@needs_vmlinux
 def test_crash_opens_our_dump_and_stream(
-    zstd_d31: tuple[Path, str], flat_d31: Path, shared_fixtures: Path
+    zstd_d31: tuple[Path, str], flat_d31: Path, shared_fixtures: Path, vmlinux: Path
 ) -> None:
     last_log_line = (
         (shared_fixtures / "vmcore-6.1-kexec.dmesg.txt").read_text().strip().splitlines()[-1]
@@ -279,7 +282,6 @@ def test_crash_opens_our_dump_and_stream(
         assert last_log_line.split("] ", 1)[1] in text
 
 
-@needs_vmlinux
 @pytest.mark.parametrize("kind", ["kdump", "flat", "elf"])
 def test_drgn_sees_tasks_printk_and_the_crashed_stack(
     kind: str,
@@ -287,6 +289,7 @@ def test_drgn_sees_tasks_printk_and_the_crashed_stack(
     flat_d31: Path,
     elf_d31: Path,
     shared_fixtures: Path,
+    vmlinux: Path,
 ) -> None:
     dump = {"kdump": zstd_d31[0], "flat": flat_d31, "elf": elf_d31}[kind]
     proc = subprocess.run(
@@ -296,7 +299,7 @@ def test_drgn_sees_tasks_printk_and_the_crashed_stack(
             "-c",
             str(dump),
             "-s",
-            str(VMLINUX),
+            str(vmlinux),
             str(shared_fixtures / "drgn-check.py"),
         ],
         capture_output=True,
