@@ -312,7 +312,7 @@ def run_capture(args: argparse.Namespace, root: SystemRoot, console: Console) ->
             total=selection.max_mapnr,
             counts=counts,
             write_bytes=report.bytes_written,
-            elf=options.elf,
+            elf_pages=report.elf_pages,
         )
         console.report(format_report(stats))
         if not args.dry_run:

@@ -71,6 +71,7 @@ class CaptureReport:
     pages_written: int = 0
     zero_pages: int = 0
     bytes_written: int = 0
+    elf_pages: tuple[int, int] | None = None  # ELF output: pages only in p_memsz, pages in file
 
 
 def _read_batch(
@@ -196,6 +197,10 @@ def capture_elf(
         raise
     report.pages_written = popcount(selection.bitmap2)
     report.bytes_written = writer.bytes_written
+    ps = source.page_size
+    in_file = sum(-(-seg.filesz // ps) for seg in writer.segments)
+    in_memory = sum(-(-seg.memsz // ps) for seg in writer.segments)
+    report.elf_pages = (in_memory - in_file, in_file)
     return report
 
 

@@ -24,7 +24,8 @@ class PageStats:
     total: int
     counts: dict[str, int]
     write_bytes: int
-    elf: bool = False
+    # ELF output: pages left out of the file (only in p_memsz) and pages written to it
+    elf_pages: tuple[int, int] | None = None
 
     @property
     def excluded(self) -> int:
@@ -41,14 +42,16 @@ def format_report(stats: PageStats) -> str:
 
     lines = [f"Original pages  : {hex16(stats.original)}"]
     lines.append(f"  Excluded pages   : {hex16(stats.excluded)}")
-    if stats.elf:
-        lines.append("    in ELF format")
+    if stats.elf_pages:
+        lines.append(f"     in ELF format : {hex16(stats.elf_pages[0])}")
     lines += [f"    {label}: {hex16(stats.counts.get(name, 0))}" for label, name in _CATEGORIES]
     lines.append(f"  Remaining pages  : {hex16(stats.remaining)}")
+    remaining = stats.remaining
+    if stats.elf_pages:
+        lines.append(f"     in ELF format : {hex16(stats.elf_pages[1])}")
+        remaining = stats.elf_pages[1]
     if stats.original:
-        lines.append(
-            f"  (The number of pages is reduced to {stats.remaining * 100 // stats.original}%.)"
-        )
+        lines.append(f"  (The number of pages is reduced to {remaining * 100 // stats.original}%.)")
     lines.append(f"Memory Hole     : {hex16(stats.total - stats.original)}")
     lines.append("-" * 50)
     lines.append(f"Total pages     : {hex16(stats.total)}")
