@@ -1,8 +1,9 @@
 """Open a saved dump with drgn on the host and print what it reads: drgn_check.py DUMP.
 
 No debug info is needed: the kernel's own symbol table (kallsyms, located through VMCOREINFO)
-gives the address of init_uts_ns, whose release string is read from the dump's memory. Prints
-``release <R>`` and the crashed thread; exits 1 when drgn cannot open or read the dump.
+gives the addresses of init_uts_ns and linux_banner, whose strings are read from the dump's
+memory. Prints ``release <R>`` and ``banner <B>``; exits 1 when drgn cannot open or read the dump
+or the two disagree.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ def main(path: str) -> int:
     uts = prog.symbol("init_uts_ns").address  # struct uts_namespace starts with its new_utsname
     release = prog.read(uts + 2 * NEW_UTS_LEN, NEW_UTS_LEN).split(b"\0")[0].decode()
     print(f"release {release}")
-    thread = prog.crashed_thread()
-    print(f"crashed thread {thread.tid}")
-    return 0
+    banner = prog.read(prog.symbol("linux_banner").address, 256).split(b"\0")[0].decode()
+    print(f"banner {banner.strip()}")
+    return 0 if banner.startswith(f"Linux version {release} ") else 1
 
 
 if __name__ == "__main__":

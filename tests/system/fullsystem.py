@@ -65,6 +65,10 @@ class Report:
     def failed(self) -> Phase | None:
         return next((p for p in self.phases if not p.ok), None)
 
+    @property
+    def failures(self) -> list[Phase]:
+        return [p for p in self.phases if not p.ok]
+
     def table(self) -> str:
         rows = ["| phase | result | kdumpd | kdump-tools |", "|---|---|---|---|"]
         for p in self.phases:
@@ -73,8 +77,8 @@ class Report:
             rows.append(f"| {p.name} | {result} | {took} | {PEER.get(p.name, '')} |")
         lines = ["\n".join(rows)]
         lines += [f"{k}: {v}" for k, v in self.facts.items()]
-        if self.failed:
-            lines.append(f"FAILED in phase {self.failed.name}:\n{self.failed.detail}")
+        for p in self.failures:
+            lines.append(f"FAILED in phase {p.name}:\n{p.detail}")
         return "\n".join(lines)
 
 
@@ -239,6 +243,8 @@ class FullSystemRun:
     def crash(self) -> None:
         vm = self.vm
         with self.phase("crash-and-capture"):
+            loaded = self.sh("cat /sys/kernel/kexec_crash_loaded").strip()
+            _check(loaded == "1", "no capture kernel loaded: a crash would not be captured", loaded)
             mark = vm.mark()
             vm.fire("sync; echo c > /proc/sysrq-trigger")
             i, panic = vm.wait_console(r"Kernel panic - not syncing", 120, mark)
@@ -356,13 +362,20 @@ class FullSystemRun:
             )
 
     PHASES = ("boot", "install", "ready", "polkit", "crash", "dump_listed", "purge", "drgn")
+    # A failure here leaves the guest usable for the phases after it (the run goes on, the
+    # failure is still reported); any other failure ends the run.
+    NON_BLOCKING = frozenset({"polkit", "purge"})
 
     def run(self) -> Report:
         self.report.facts["host load at start"] = Path("/proc/loadavg").read_text().strip()
         try:
             self.build_inputs()
             for name in self.PHASES:
-                getattr(self, name)()
+                try:
+                    getattr(self, name)()
+                except (PhaseFailed, GuestError):
+                    if name not in self.NON_BLOCKING:
+                        raise
         except (PhaseFailed, GuestError, image.ImageError, subprocess.CalledProcessError):
             pass
         finally:
