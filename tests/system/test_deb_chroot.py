@@ -1,0 +1,120 @@
+"""The maintainer scripts in a Debian 12 chroot: debconf answer -> USE_KDUMP, reconfigure, purge.
+
+Fast companion of test_full_system.py (no qemu): the cached root filesystem of the system test is
+unpacked, the freshly built .deb is installed with dpkg in a chroot, and what the scripts leave
+behind is checked. In a chroot the capture initrd is not built (MODULES=dep would look at the
+host's root device), as kdump-tools does.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from . import image
+
+pytestmark = pytest.mark.system
+
+ENV = {
+    "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+    "DEBIAN_FRONTEND": "noninteractive",
+    "LC_ALL": "C",
+}
+
+
+def chroot(root: Path, script: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        ["chroot", str(root), "/bin/sh", "-c", script],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=ENV,
+    )
+    if check:
+        assert done.returncode == 0, f"{script}\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+@pytest.fixture(scope="module")
+def deb(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("deb")
+    done = subprocess.run(
+        ["bash", str(repo / "packaging/build-deb.sh"), str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture
+def root(tmp_path: Path, deb: Path) -> Iterator[Path]:
+    tree = tmp_path / "root"
+    tree.mkdir()
+    subprocess.run(["tar", "-C", str(tree), "-xf", str(image.build_rootfs())], check=True)
+    (tree / "root/kdumpd.deb").write_bytes(deb.read_bytes())
+    # /proc lets ischroot see that this is a chroot; policy-rc.d keeps services from starting.
+    subprocess.run(["mount", "-t", "proc", "proc", str(tree / "proc")], check=True)
+    (tree / "usr/sbin/policy-rc.d").write_text("#!/bin/sh\nexit 101\n")
+    (tree / "usr/sbin/policy-rc.d").chmod(0o755)
+    try:
+        yield tree
+    finally:
+        subprocess.run(["umount", str(tree / "proc")], check=True)
+
+
+def use_kdump(root: Path) -> str:
+    lines = (root / "etc/default/kdump-tools").read_text().splitlines()
+    return [line for line in lines if line.startswith("USE_KDUMP=")][-1]
+
+
+@pytest.mark.parametrize("answer, expected", [("true", "USE_KDUMP=1"), ("false", "USE_KDUMP=0")])
+def test_preseeded_answer_becomes_use_kdump(root: Path, answer: str, expected: str) -> None:
+    chroot(root, f"echo 'kdumpd kdumpd/use_kdump boolean {answer}' | debconf-set-selections")
+    out = chroot(root, "dpkg -i /root/kdumpd.deb 2>&1")
+    assert use_kdump(root) == expected
+    assert "in a chroot" in out.stdout  # the capture initrd waits for the real system
+    assert (root / "var/lib/kdump").is_dir() and (root / "var/crash").is_dir()
+    # Enabled at boot (basic.target), the bus-activated daemon is not.
+    assert (root / "etc/systemd/system/basic.target.wants/kdump-tools.service").is_symlink()
+    assert not list((root / "etc/systemd/system").rglob("kdumpd.service"))
+    # Every other line is the shipped template, comments and all.
+    template = (root / "usr/share/kdumpd/kdump-tools.conf").read_text().splitlines()
+    installed = (root / "etc/default/kdump-tools").read_text().splitlines()
+    assert [line for line in installed if not line.startswith("USE_KDUMP=")] == [
+        line for line in template if not line.startswith("USE_KDUMP=")
+    ]
+
+
+def test_admin_edits_survive_reinstall_and_answer_still_applies(root: Path) -> None:
+    chroot(root, "echo 'kdumpd kdumpd/use_kdump boolean true' | debconf-set-selections")
+    chroot(root, "dpkg -i /root/kdumpd.deb")
+    conf = root / "etc/default/kdump-tools"
+    conf.write_text(conf.read_text().replace('KDUMP_COREDIR="/var/crash"', 'KDUMP_COREDIR="/srv"'))
+    chroot(root, "echo 'kdumpd kdumpd/use_kdump boolean false' | debconf-set-selections")
+    chroot(root, "dpkg -i /root/kdumpd.deb")  # an upgrade/reinstall runs postinst again
+    text = conf.read_text()
+    assert 'KDUMP_COREDIR="/srv"' in text
+    assert use_kdump(root) == "USE_KDUMP=0"
+
+
+def test_purge_removes_what_it_created(root: Path) -> None:
+    chroot(root, "echo 'kdumpd kdumpd/use_kdump boolean true' | debconf-set-selections")
+    chroot(root, "dpkg -i /root/kdumpd.deb")
+    (root / "var/lib/kdump/initrd.img-test").write_bytes(b"x")  # as the hook would leave it
+    chroot(root, "dpkg --purge kdumpd")
+    for path in (
+        "var/lib/kdump",
+        "etc/default/kdump-tools",
+        "etc/default/grub.d/kdump-tools.cfg",
+        "etc/kdump/sysctl.conf",
+        "etc/kernel/postinst.d/kdump-tools",
+        "etc/systemd/system/basic.target.wants/kdump-tools.service",
+        "usr/sbin/kdump-config",
+    ):
+        assert not (root / path).exists(), path
+    assert chroot(root, "debconf-show kdumpd").stdout.strip() == ""
+    assert "kdumpd" not in chroot(root, "ucfq -w /etc/default/kdump-tools").stdout
