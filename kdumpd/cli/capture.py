@@ -297,7 +297,8 @@ def run_capture(args: argparse.Namespace, root: SystemRoot, console: Console) ->
                 raise
             # Whatever stopped the copy (full disk, unreadable vmcore, signal), what was
             # written says it is incomplete: say so where the admin looks.
-            exc.args = (f"{exc}; {target} is incomplete and marked so",)
+            note = "the stream is incomplete" if args.flat else f"{target} is marked incomplete"
+            exc.args = (f"{exc}; {note}",)
             raise
         except BaseException:
             if isinstance(sink, FileSink):
