@@ -27,7 +27,8 @@ from .vm import Guest, GuestError, extract_file
 REPO = Path(__file__).resolve().parents[2]
 BUS = ("org.kdumpd.Kdump1", "/org/kdumpd/Kdump1")
 MANAGER = "org.kdumpd.Kdump1.Manager"
-CRASHKERNEL = "192M"
+# kdump-tools' default since 1.10; KDUMPD_TEST_CRASHKERNEL tries another size (160M, 128M).
+CRASHKERNEL = os.environ.get("KDUMPD_TEST_CRASHKERNEL", "192M")
 APPEND = f"root=/dev/vda ro console=ttyS0,115200 printk.time=1 crashkernel={CRASHKERNEL}"
 
 # kdump-tools 1.8.1 on the same kind of VM (issue #6), beside each of our phases.
@@ -162,7 +163,7 @@ class FullSystemRun:
             base = image.build_base_image()
             self.disk = image.make_overlay(base, self.workdir)
             self.base = base
-            self.report.facts["guest kernel"] = base.release
+            self.report.facts["guest kernel"] = f"{base.release}, crashkernel={CRASHKERNEL}"
 
     def _build_deb(self) -> Path:
         out = subprocess.run(
