@@ -348,8 +348,16 @@ class FullSystemRun:
             assert self.disk is not None
             local = self.workdir / "dump"
             extract_file(self.disk, self.dump_file, local, self.workdir)
+            check = [sys.executable, str(Path(__file__).with_name("drgn_check.py")), str(local)]
+            # The kernel's debug vmlinux, when the capture tests have fetched it for this very
+            # kernel release: then drgn also walks the crashed stack and the printk buffer.
+            vmlinux = image.CACHE.parent / f"dbg/usr/lib/debug/boot/vmlinux-{self.base.release}"
+            if vmlinux.exists():
+                check.append(str(vmlinux))
+            else:
+                self.report.facts["drgn debug info"] = f"none ({vmlinux} missing): kallsyms only"
             out = subprocess.run(
-                [sys.executable, str(Path(__file__).with_name("drgn_check.py")), str(local)],
+                check,
                 capture_output=True,
                 text=True,
                 check=False,
