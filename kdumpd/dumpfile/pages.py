@@ -1,4 +1,4 @@
-"""Walking a pfn bitmap in bounded pieces: runs of set bits, batches of pages, zero pages.
+"""Walking a pfn bitmap in bounded pieces: runs of set bits, batches of pages, bit counts.
 
 Bitmaps use makedumpfile's bit order (bit i of byte j = pfn 8j+i).  Nothing here expands a whole
 bitmap at once: a 16 TiB machine has 4 Gi pfns, so every walk goes window by window.
@@ -62,12 +62,6 @@ def popcount(bitmap: Bitmap) -> int:
     for lo in range(0, len(bitmap), _WINDOW_BYTES):
         total += int(np.unpackbits(bitmap[lo : lo + _WINDOW_BYTES]).sum(dtype=np.int64))
     return total
-
-
-def zero_pages(pages: npt.NDArray[np.uint8], page_size: int) -> npt.NDArray[np.bool_]:
-    """One flag per page of ``pages`` (contiguous, whole pages): True where every byte is 0."""
-    words = pages.view(np.uint64).reshape(-1, page_size // 8)
-    return np.logical_not(words.any(axis=1))
 
 
 def clear_bits(bitmap: Bitmap, pfns: npt.NDArray[np.int64]) -> None:

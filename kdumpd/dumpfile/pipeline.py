@@ -27,10 +27,10 @@ from kdumpd.dumpfile.pages import (
     iter_batches,
     iter_runs,
     popcount,
-    zero_pages,
 )
 from kdumpd.dumpfile.progress import Progress
 from kdumpd.dumpfile.sink import DumpWriteError, Sink
+from kdumpd.vmcore.classify import zero_pages
 from kdumpd.vmcore.source import DumpSource
 
 # 512 KiB of pages per batch: per-call costs stay small, and so does RSS.

@@ -16,7 +16,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from kdumpd.cli.capture import build_parser, open_source
+from kdumpd.dumpfile.inputs import open_source
+from kdumpd.dumpfile.makedump_args import build_parser
 from kdumpd.dumpfile.pages import popcount
 from kdumpd.dumpfile.pipeline import CaptureOptions, Selection, capture_elf, capture_kdump
 from kdumpd.dumpfile.progress import Progress

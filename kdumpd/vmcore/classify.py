@@ -200,8 +200,8 @@ def classifier(
     )
 
 
-def zero_pages(data: bytes | memoryview, page_size: int) -> BoolArray:
-    """Which of the consecutive pages in ``data`` are entirely zero."""
+def zero_pages(data: bytes | memoryview | npt.NDArray[np.uint8], page_size: int) -> BoolArray:
+    """Which of the consecutive whole pages in ``data`` are entirely zero (one flag a page)."""
     words = np.frombuffer(data, dtype=np.uint64).reshape(-1, page_size // 8)
     return np.logical_not(words.any(axis=1))
 

@@ -15,10 +15,11 @@ from hypothesis import strategies as st
 
 from kdumpd.dumpfile.elf import PFN_EXCLUDED, ElfWriter, OutSegment, Segment, plan_segments
 from kdumpd.dumpfile.flat import FlatFormatError, FlatSink, flat_header, reassemble
-from kdumpd.dumpfile.pages import clear_bits, iter_batches, iter_runs, popcount, zero_pages
+from kdumpd.dumpfile.pages import clear_bits, iter_batches, iter_runs, popcount
 from kdumpd.dumpfile.progress import Progress, format_eta, format_line
 from kdumpd.dumpfile.report import PageStats, format_report
 from kdumpd.dumpfile.sink import NullSink
+from kdumpd.vmcore.classify import zero_pages
 
 PAGE = 4096
 
