@@ -107,6 +107,15 @@ def test_scripts_and_hooks_are_executable(contents: dict[str, str]) -> None:
         assert contents[path].startswith("-rwxr-xr-x"), (path, contents[path])
 
 
+@pytest.mark.parametrize(
+    "script",
+    ["capture-initrd", "kernel/postinst.d/kdump-tools", "kernel/postrm.d/kdump-tools", "demo.sh"],
+)
+def test_shell_scripts_parse(repo: Path, script: str) -> None:
+    shell = "bash" if script.endswith(".sh") else "sh"
+    _run(shell, "-n", str(repo / "packaging" / script))
+
+
 def test_replaces_kdump_tools_and_depends_on_debian_packages(deb: Path) -> None:
     depends = {re.split(r"[ (]", d.strip())[0] for d in field(deb, "Depends").split(",")}
     assert {
