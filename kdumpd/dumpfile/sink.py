@@ -55,6 +55,9 @@ def write_all(fd: int, parts: Sequence[Buffer], offset: int | None = None) -> No
         n = os.writev(fd, group) if offset is None else os.pwritev(fd, group, offset)
         if offset is not None:
             offset += n
+        if n == sum(map(len, group)):  # the usual case: no per-part bookkeeping
+            del pending[: len(group)]
+            continue
         done = 0
         while done < len(group) and n >= len(group[done]):
             n -= len(group[done])
