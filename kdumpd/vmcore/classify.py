@@ -297,7 +297,8 @@ class _Walk:
         ends = np.minimum(ends, c.max_mapnr)
         keep = _resolve_jumps(starts, ends)
         starts, ends, classes = starts[keep], ends[keep], cls[cand][keep]
-        for klass in np.unique(classes).tolist():
+        # The classes present (small non-negative codes); np.unique would import numpy.ma.
+        for klass in np.flatnonzero(np.bincount(classes)).tolist():
             n = int((ends - starts)[classes == klass].sum())
             name = COUNTER_NAMES[klass]
             setattr(c.counts, name, getattr(c.counts, name) + n)
@@ -500,7 +501,9 @@ def _read_struct_pages(
     if examined.all():  # the usual case: one read of the whole chunk
         return mem.read_virt(r.mem_map + (a - r.start_pfn) * size, n * size), examined
     hits = np.flatnonzero(examined) + a
-    batches, first = np.unique(hits // PGMM_CACHED, return_index=True)
+    group = hits // PGMM_CACHED  # sorted, as hits are
+    first = np.flatnonzero(np.diff(group, prepend=-1))  # each batch's first hit
+    batches = group[first]
     starts = hits[first]
     ends = np.minimum((batches + 1) * PGMM_CACHED, b)
     # A batch read from its first pfn continues the previous one's read.
