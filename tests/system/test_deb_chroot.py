@@ -66,6 +66,23 @@ def root(tmp_path: Path, deb: Path) -> Iterator[Path]:
         subprocess.run(["umount", str(tree / "proc")], check=True)
 
 
+# kdump-tools from Debian 12 and what it needs beyond the test root filesystem.
+KDUMP_TOOLS_DEBS = ("kdump-tools", "bsdextrautils", "busybox", "file", "libmagic1", "libmagic-mgc")
+
+
+def kdump_tools_debs() -> list[Path]:
+    """Debian 12's kdump-tools and its missing dependencies, downloaded once into the cache."""
+    cache = image.CACHE / "debs-kdump-tools"
+    debs = sorted(cache.glob("*.deb"))
+    if len(debs) < len(KDUMP_TOOLS_DEBS):
+        cache.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["apt-get", "download", *KDUMP_TOOLS_DEBS], cwd=cache, capture_output=True, check=True
+        )
+        debs = sorted(cache.glob("*.deb"))
+    return debs
+
+
 def use_kdump(root: Path) -> str:
     lines = (root / "etc/default/kdump-tools").read_text().splitlines()
     return [line for line in lines if line.startswith("USE_KDUMP=")][-1]
@@ -118,3 +135,24 @@ def test_purge_removes_what_it_created(root: Path) -> None:
         assert not (root / path).exists(), path
     assert chroot(root, "debconf-show kdumpd").stdout.strip() == ""
     assert "kdumpd" not in chroot(root, "ucfq -w /etc/default/kdump-tools").stdout
+
+
+def test_takes_over_from_kdump_tools(root: Path) -> None:
+    (root / "root/debs").mkdir()
+    for deb in kdump_tools_debs():
+        (root / "root/debs" / deb.name).write_bytes(deb.read_bytes())
+    chroot(root, "dpkg -i /root/debs/*.deb")
+    conf = root / "etc/default/kdump-tools"
+    conf.write_text(conf.read_text().replace('KDUMP_COREDIR="/var/crash"', 'KDUMP_COREDIR="/srv"'))
+    out = chroot(root, "dpkg -i /root/kdumpd.deb 2>&1").stdout
+    assert "Removing kdump-tools" in out
+    states = chroot(root, "dpkg-query -W -f '${Package} ${db:Status-Abbrev}\n' kdump-tools kdumpd")
+    status = dict(line.split(" ", 1) for line in states.stdout.splitlines())
+    assert status["kdump-tools"][1] == "c", status  # removed, its config files left
+    assert status["kdumpd"].startswith("ii"), status
+    # The administrator's settings stay, kdump-tools' USE_KDUMP=1 included; the hooks and the
+    # grub snippet (unmodified conffiles) are now kdumpd's.
+    assert 'KDUMP_COREDIR="/srv"' in conf.read_text() and use_kdump(root) == "USE_KDUMP=1"
+    assert "kdumpd" in (root / "etc/kernel/postinst.d/kdump-tools").read_text()
+    assert "crashkernel=512M-:192M" in (root / "etc/default/grub.d/kdump-tools.cfg").read_text()
+    assert "kdumpd" in chroot(root, "ucfq -w /etc/default/kdump-tools").stdout
