@@ -33,9 +33,7 @@ APPEND = f"root=/dev/vda ro console=ttyS0,115200 printk.time=1 crashkernel={CRAS
 
 # kdump-tools 1.8.1 on the same kind of VM (issue #6), beside each of our phases.
 PEER = {
-    "boot": "",
     "install": "51-53 s (capture initrd built at first boot)",
-    "ready": "",
     "panic-to-capture-kernel": "3.5 s",
     "capture-kernel-to-dump-service": "13.0 s",
     "dump-service": "0.2 s dmesg + 11.7 s dump",
@@ -98,7 +96,6 @@ class FullSystemRun:
         self.guest: Guest | None = None
         self.disk: Path | None = None
         self.deb: Path | None = None
-        self.t: dict[str, float] = {}
         self.dump: dict[str, Any] = {}
         self.dump_file = ""
 
@@ -261,7 +258,7 @@ class FullSystemRun:
                 i, nxt = vm.wait_console(r"Linux version \d", 300, i + 1)
             capture_log = vm.console_text(mark)
             (self.workdir / "capture-console.log").write_text(capture_log)
-            t_hello, hello = vm.wait_hello(timeout=600)
+            vm.wait_hello(timeout=600)
         self.timed("panic-to-capture-kernel", capture.t - panic.t)
         self.timed("capture-kernel-to-dump-service", service.t - capture.t)
         self.timed("dump-service", restart.t - service.t, "dump service start → reboot")
@@ -272,7 +269,6 @@ class FullSystemRun:
             t_ready = time.monotonic()
         self.timed("reboot-to-ready", t_ready - restart.t, "console reboot line → ready")
         self.timed("panic-to-ready", t_ready - panic.t)
-        del t_hello, hello
 
     def _capture_memory(self, log: str) -> None:
         avail = [int(a) for a in re.findall(r"KDUMPD-TEST-MEM avail_kb=(\d+)", log)]
