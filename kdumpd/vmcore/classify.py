@@ -206,7 +206,9 @@ def classifier(
 def zero_pages(data: bytes | memoryview | npt.NDArray[np.uint8], page_size: int) -> BoolArray:
     """Which of the consecutive whole pages in ``data`` are entirely zero (one flag a page)."""
     words = np.frombuffer(data, dtype=np.uint64).reshape(-1, page_size // 8)
-    return np.logical_not(words.any(axis=1))
+    # max() reduces the words as they are; any() would first cast each to a bool.
+    zero: BoolArray = words.max(axis=1, initial=0) == 0
+    return zero
 
 
 def _text_load(source: DumpSource) -> tuple[int, int] | None:
