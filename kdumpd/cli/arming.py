@@ -11,8 +11,6 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
-from dbus_fast import Variant
-
 from kdumpd.arming import (
     Arming,
     ensure_links,
@@ -26,7 +24,6 @@ from kdumpd.cli.context import EXIT_OK, Context, emit
 from kdumpd.config import Config, load_config
 from kdumpd.errors import KdumpdError, UsageError
 from kdumpd.kexec import port_for
-from kdumpd.service.client import call_daemon
 from kdumpd.sshkey import propagate_key
 from kdumpd.system import SystemRoot
 
@@ -60,6 +57,12 @@ def _disabled(config: Config) -> bool:
 
 
 def _via_daemon(root: SystemRoot, member: str, options: dict[str, bool] | None) -> bool:
+    # Imported here: the bus library costs start-up time that `load --local` (the boot-time
+    # arming unit, slow under emulation) never needs.
+    from dbus_fast import Variant
+
+    from kdumpd.service.client import call_daemon
+
     if options is None:
         return call_daemon(root, member)
     return call_daemon(root, member, "a{sv}", [{k: Variant("b", v) for k, v in options.items()}])
