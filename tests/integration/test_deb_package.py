@@ -121,7 +121,6 @@ def test_replaces_kdump_tools_and_depends_on_debian_packages(deb: Path) -> None:
     assert {
         "python3-dbus-fast",
         "python3-pystemd",
-        "python3-pyelftools",
         "python3-zstandard",
         "python3-numpy",
         "python3-lzo",

@@ -50,7 +50,6 @@ PACKAGES = (
     "python3",
     "python3-dbus-fast",
     "python3-pystemd",
-    "python3-pyelftools",
     "python3-zstandard",
     "python3-numpy",
     "python3-lzo",

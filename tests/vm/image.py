@@ -44,14 +44,13 @@ NET_MODULES = ["virtio_net", "nfsv4"]
 GUEST_BINARIES = ["/usr/bin/ssh", "/usr/bin/scp", "/usr/bin/mount", "/usr/bin/umount"]
 # mount(8) runs its helpers from /sbin
 GUEST_HELPERS = {"/usr/sbin/mount.nfs": "/sbin/mount.nfs"}
-# The guest takes numpy, zstandard and pyelftools from Debian 12's packages, as the kdumpd .deb
+# The guest takes numpy and zstandard from Debian 12's packages, as the kdumpd .deb
 # does (it depends on them), not from the venv: that proves the code on Debian's versions, and
 # pip's numpy wheel brings a 25 MiB OpenBLAS that a capture kernel would have to unpack into its
 # reserved memory.  They are fetched with apt-get download and unpacked, never installed.
 DEBIAN_PACKAGES = [
     "python3-numpy",
     "python3-zstandard",
-    "python3-pyelftools",
     "libblas3",
     "liblapack3",
     "libgfortran5",
