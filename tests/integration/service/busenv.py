@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,11 +224,12 @@ def _start_polkitd(bus: Bus) -> None:
     wait_until(lambda: bus.name_owner("org.freedesktop.PolicyKit1"), what="polkitd on the bus")
 
 
-def start_kdumpd(bus: Bus, root: Path) -> subprocess.Popen[Any]:
-    """The real daemon (BIN/kdumpd) on a fake machine; its kernel simulated (see kexec)."""
+def start_kdumpd(bus: Bus, root: Path, prefix: Sequence[str] = ()) -> subprocess.Popen[Any]:
+    """The real daemon (BIN/kdumpd) on a fake machine; its kernel simulated (see kexec).
+    ``prefix`` is a command that execs the daemon (e.g. in a private mount namespace)."""
     log = (bus.directory / f"kdumpd-{root.name}.log").open("w")
     proc = subprocess.Popen(
-        [str(BIN / "kdumpd"), "--root", str(root)],
+        [*prefix, str(BIN / "kdumpd"), "--root", str(root)],
         env=bus.env(KDUMPD_KEXEC_SIMULATE="1"),
         stdout=log,
         stderr=subprocess.STDOUT,
