@@ -71,7 +71,15 @@ def propagate_key(
         if status != 0:
             raise PropagateError(f"ssh-keygen could not create {config.ssh_key}: {out}")
         generated = True
-    argv = ["ssh-copy-id", "-i", f"{key}.pub"]
+    pub = key.with_name(f"{key.name}.pub")
+    if not pub.exists():
+        # ssh-copy-id copies the .pub file; a lost one is derived from the private key rather
+        # than making the admin throw away a key the dump server may already trust.
+        status, out = runner(["ssh-keygen", "-y", "-f", str(key)])
+        if status != 0 or not out.startswith("ssh-"):
+            raise PropagateError(f"cannot derive {config.ssh_key}.pub from {config.ssh_key}: {out}")
+        pub.write_text(out + "\n")
+    argv = ["ssh-copy-id", "-i", str(pub)]
     if batch:
         argv += ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new"]
     status, out = runner([*argv, str(config.ssh)])

@@ -117,6 +117,20 @@ def test_propagate_makes_a_real_key_and_reports_a_refused_copy(machine: Machine)
     assert key.with_suffix(".pub").read_text().startswith("ssh-rsa ")
 
 
+def test_propagate_derives_a_lost_public_key(machine: Machine) -> None:
+    config = machine.root / "etc/default/kdump-tools"
+    config.write_text(config.read_text() + "\nSSH=kdump@127.0.0.1\n")
+    root = SystemRoot(machine.root)
+    with pytest.raises(PropagateError):
+        propagate_key(root, load_config(root), batch=True)  # makes the key; the copy is refused
+    pub = machine.root / "root/.ssh/kdump_id_rsa.pub"
+    original = pub.read_text().split()[:2]
+    pub.unlink()
+    with pytest.raises(PropagateError, match=r"could not copy /root/\.ssh/kdump_id_rsa\.pub"):
+        propagate_key(root, load_config(root), batch=True)
+    assert pub.read_text().split()[:2] == original
+
+
 def test_propagate_argument_lists(machine: Machine) -> None:
     config = machine.root / "etc/default/kdump-tools"
     config.write_text(config.read_text() + "\nSSH=kdump@backup.example\n")
@@ -124,13 +138,15 @@ def test_propagate_argument_lists(machine: Machine) -> None:
 
     def runner(argv: object) -> tuple[int, str]:
         calls.append(list(argv))  # type: ignore[call-overload]
-        return 0, ""
+        # This fake ssh-keygen writes no files, so the public key is derived next.
+        return 0, "ssh-rsa AAAAB3NzaC1yc2E test" if calls[-1][1] == "-y" else ""
 
     root = SystemRoot(machine.root)
     done = propagate_key(root, load_config(root), runner=runner)
     key = str(machine.root / "root/.ssh/kdump_id_rsa")
     assert calls == [
         ["ssh-keygen", "-q", "-t", "rsa", "-N", "", "-f", key],
+        ["ssh-keygen", "-y", "-f", key],
         ["ssh-copy-id", "-i", f"{key}.pub", "kdump@backup.example"],
     ]
     assert done.messages()[-1] == (
