@@ -58,10 +58,14 @@ def _disabled(config: Config) -> bool:
 
 def _via_daemon(root: SystemRoot, member: str, options: dict[str, bool] | None) -> bool:
     # Imported here: the bus library costs start-up time that `load --local` (the boot-time
-    # arming unit, slow under emulation) never needs.
-    from dbus_fast import Variant
+    # arming unit, slow under emulation) never needs. Without it (a rescue or test image that
+    # carries only the arming code) no daemon can be reached, so the command acts itself.
+    try:
+        from dbus_fast import Variant
 
-    from kdumpd.service.client import call_daemon
+        from kdumpd.service.client import call_daemon
+    except ImportError:
+        return False
 
     if options is None:
         return call_daemon(root, member)
