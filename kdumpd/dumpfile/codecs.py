@@ -8,8 +8,9 @@ and makedumpfile expect (zlib with its header, raw LZO1X-1, a standard zstd fram
 
 from __future__ import annotations
 
+import threading
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
@@ -37,6 +38,8 @@ class Codec:
 
     name: str = "none"
     flag: int = 0
+    # compress() calls on different threads run in parallel (the work is done without the GIL).
+    concurrent: bool = False
 
     def __init__(self, threads: int = 1) -> None:
         self.threads = max(1, threads)
@@ -45,27 +48,52 @@ class Codec:
         """One blob per page, in order; the caller stores a page raw if its blob is not smaller."""
         return pages
 
+    def close(self) -> None:
+        """Release helper threads; the codec still decompresses afterwards."""
+
     def decompress(self, blob: bytes, page_size: int) -> bytes:
         raise CodecError(f"{self.name}: pages are stored uncompressed")
 
 
 class _ThreadedCodec(Codec):
-    """A codec whose one-page function releases the GIL, so a thread pool uses several cores."""
+    """A codec whose chunk function releases the GIL, so a batch can be spread over cores.
 
-    def _one(self) -> Callable[[Page], Page]:
+    The calling thread compresses the first share of a batch and ``threads - 1`` long-lived
+    helper threads the others: starting threads for every batch (hundreds of batches per dump)
+    cost more than the parallelism saved.  Call :meth:`close` to stop the helpers.
+    """
+
+    concurrent = True
+
+    def __init__(self, threads: int = 1) -> None:
+        super().__init__(threads)
+        self._pool = (
+            ThreadPoolExecutor(
+                max_workers=self.threads - 1, thread_name_prefix=f"{self.name}-codec"
+            )
+            if self.threads > 1
+            else None
+        )
+
+    def _compress_chunk(self, pages: Sequence[Page]) -> list[Page]:
         raise NotImplementedError
 
     def compress(self, pages: Sequence[Page]) -> Sequence[Page]:
-        one = self._one()
         n = len(pages)
         workers = min(self.threads, max(1, n // _MIN_PAGES_PER_THREAD))
-        if workers == 1:
-            return [one(p) for p in pages]
+        if workers == 1 or self._pool is None:
+            return self._compress_chunk(pages)
         step = -(-n // workers)
         chunks = [pages[i : i + step] for i in range(0, n, step)]
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            parts = pool.map(lambda chunk: [one(p) for p in chunk], chunks)
-        return [blob for part in parts for blob in part]
+        others = [self._pool.submit(self._compress_chunk, chunk) for chunk in chunks[1:]]
+        blobs = self._compress_chunk(chunks[0])
+        for future in others:
+            blobs.extend(future.result())
+        return blobs
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
 
 
 class ZlibCodec(_ThreadedCodec):
@@ -74,8 +102,8 @@ class ZlibCodec(_ThreadedCodec):
     name = "zlib"
     flag = FLAG_ZLIB
 
-    def _one(self) -> Callable[[Page], Page]:
-        return lambda page: zlib.compress(page, 1)
+    def _compress_chunk(self, pages: Sequence[Page]) -> list[Page]:
+        return [zlib.compress(page, 1) for page in pages]
 
     def decompress(self, blob: bytes, page_size: int) -> bytes:
         try:
@@ -112,43 +140,45 @@ class LzoCodec(Codec):
         return _check_size(self.name, out, page_size)
 
 
-class ZstdCodec(Codec):
+class ZstdCodec(_ThreadedCodec):
     """zstd level 1, one standard frame per page.
 
-    ``multi_compress_to_buffer`` compresses a whole batch in C without the GIL and spreads it over
-    ``threads`` cores.  Builds of python-zstandard without it (the CFFI backend) fall back to one
-    ``compress()`` call per page.
+    ``multi_compress_to_buffer`` compresses a chunk in C without the GIL; builds without it
+    (Debian 12's python3-zstandard, the CFFI backend) make one ``compress()`` call per page.
+    A ``ZstdCompressor`` must not be used by two threads at once (it crashes), so each thread
+    has its own.
     """
 
     name = "zstd"
     flag = FLAG_ZSTD
 
     def __init__(self, threads: int = 1) -> None:
-        super().__init__(threads)
         try:
             import zstandard
         except ImportError as exc:
             raise CodecError("zstd: the zstandard module is not installed") from exc
+        self._batch_api = hasattr(zstandard.ZstdCompressor, "multi_compress_to_buffer")
+        # One compress() per 4 KiB page takes the GIL back so often that helper threads only
+        # slow it down: without the batch API the calling thread compresses everything.
+        super().__init__(threads if self._batch_api else 1)
+        self.concurrent = self._batch_api
         self._zstd = zstandard
-        self._compressor = zstandard.ZstdCompressor(level=1)
+        self._local = threading.local()
         self._decompressor = zstandard.ZstdDecompressor()
-        self._batch_api = hasattr(self._compressor, "multi_compress_to_buffer")
 
-    def compress(self, pages: Sequence[Page]) -> Sequence[Page]:
-        if not pages:
-            return []
-        if self._batch_api:
+    def _compress_chunk(self, pages: Sequence[Page]) -> list[Page]:
+        compressor = getattr(self._local, "compressor", None)
+        if compressor is None:
+            compressor = self._local.compressor = self._zstd.ZstdCompressor(level=1)
+        if self._batch_api and pages:  # it rejects an empty list
             try:
-                result = self._compressor.multi_compress_to_buffer(
-                    list(pages), threads=self.threads if self.threads > 1 else 0
-                )
+                result = compressor.multi_compress_to_buffer(list(pages), threads=0)
             except NotImplementedError:
                 self._batch_api = False
             else:
                 # A BufferSegment exports the buffer protocol; the stubs do not say so.
                 return [memoryview(result[i]) for i in range(len(pages))]  # type: ignore[arg-type]
-        compress = self._compressor.compress
-        return [compress(p) for p in pages]
+        return [compressor.compress(p) for p in pages]
 
     def decompress(self, blob: bytes, page_size: int) -> bytes:
         try:

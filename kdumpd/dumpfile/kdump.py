@@ -125,8 +125,24 @@ class KdumpWriter:
             self._write(self._zero_offset, bytes(self.meta.page_size))
             self._data_cursor += self.meta.page_size
 
-    def write_pages(self, pages: Sequence[Page], zero: npt.NDArray[np.bool_]) -> None:
-        """Store the next ``len(pages)`` dumpable pages; ``zero[i]`` says page i is all zero."""
+    def compress_pages(self, pages: Sequence[Page], zero: npt.NDArray[np.bool_]) -> Sequence[Page]:
+        """The blobs of the pages that are stored (not shared zero pages), in order.
+
+        Touches no writer state, so batches may be compressed on other threads, ahead of
+        :meth:`write_pages`.
+        """
+        return self.codec.compress([pages[i] for i in self._stored(zero).tolist()])
+
+    def write_pages(
+        self,
+        pages: Sequence[Page],
+        zero: npt.NDArray[np.bool_],
+        blobs: Sequence[Page] | None = None,
+    ) -> None:
+        """Store the next ``len(pages)`` dumpable pages; ``zero[i]`` says page i is all zero.
+
+        ``blobs`` is what :meth:`compress_pages` returned for them, if it was called already.
+        """
         n = len(pages)
         if self.stats.pages + n > self.num_dumpable:
             raise KdumpdError(
@@ -135,9 +151,10 @@ class KdumpWriter:
         ps = self.meta.page_size
         descs = np.zeros(n, dtype=DESC_DTYPE)
         shared = zero if self.shared_zero else np.zeros(n, dtype=np.bool_)
-        stored = np.flatnonzero(~shared)
+        stored = self._stored(zero)
         stored_idx = stored.tolist()
-        blobs = self.codec.compress([pages[i] for i in stored_idx])
+        if blobs is None:
+            blobs = self.compress_pages(pages, zero)
         sizes = np.fromiter(map(len, blobs), dtype=np.int64, count=len(blobs))
         # A blob that is not smaller than the page is worthless: store the page raw.
         raw = (sizes >= ps) | (sizes == 0) | (self.codec.flag == 0)
@@ -159,6 +176,10 @@ class KdumpWriter:
         self.stats.pages += n
         self.stats.zero_pages += len(zero_idx)
         self.stats.raw_pages += int(raw.sum())
+
+    def _stored(self, zero: npt.NDArray[np.bool_]) -> npt.NDArray[np.intp]:
+        """Indexes of the pages that get their own data (all of them without shared zeros)."""
+        return np.flatnonzero(~zero) if self.shared_zero else np.arange(len(zero))
 
     def finish(self) -> None:
         """Complete the dump: sync the data, then (re)write the header without the flag."""

@@ -1,15 +1,16 @@
 """The capture pipeline: dump source → page selection → writer, in bounded batches.
 
-Memory stays flat whatever the input size: pages go through two alternating batch buffers of
-1 MiB, bitmaps cost 2 bits per pfn, and output is written as it is produced.  Compression of a
-batch runs in C on ``threads`` cores (see codecs.py); zero pages are found with numpy first so
-they are never compressed.
+Memory stays flat whatever the input size: pages go through a ring of ``threads + 1`` batch
+buffers of 1 MiB, bitmaps cost 2 bits per pfn, and output is written as it is produced.  Batches
+are compressed on ``threads`` cores at once (see _copy_pages); zero pages are found with numpy
+first so they are never compressed.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Final
@@ -17,7 +18,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from kdumpd.dumpfile.codecs import codec_by_name
+from kdumpd.dumpfile.codecs import Page, codec_by_name
 from kdumpd.dumpfile.elf import ElfWriter, LoadLike, plan_segments, segments_from_bitmap
 from kdumpd.dumpfile.kdump import KdumpWriter
 from kdumpd.dumpfile.meta import dump_meta
@@ -115,32 +116,44 @@ def remove_zero_pages(
 
 
 def _copy_pages(
-    source: DumpSource, bitmap2: Bitmap, writer: KdumpWriter, batch_pages: int, progress: Progress
+    source: DumpSource,
+    bitmap2: Bitmap,
+    writer: KdumpWriter,
+    options: CaptureOptions,
+    progress: Progress,
 ) -> None:
-    """Read batch k+1 while batch k is compressed and written.
+    """Read batch k+1 while ``threads`` long-lived workers compress the batches before it.
 
-    Compression and writes run in C without the GIL, and so do the page faults of reading, so
-    overlapping them keeps the cores busy.  Two buffers alternate; one batch at most is in
-    flight, so pages reach the writer in pfn order.
+    Compression runs in C without the GIL, one batch per worker, so the cores stay busy while
+    this thread reads, checks for zeros and writes, in pfn order, the oldest compressed batch.
+    A codec that holds the GIL gets one worker.  Each batch in flight holds one of
+    ``workers + 1`` buffers of 1 MiB.
     """
     ps = source.page_size
-    bufs = [np.empty(batch_pages * ps, dtype=np.uint8) for _ in range(2)]
+    depth = max(1, options.threads) if writer.codec.concurrent else 1
+    bufs = [np.empty(options.batch_pages * ps, dtype=np.uint8) for _ in range(depth + 1)]
     total = writer.num_dumpable
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="kdump-writer") as pool:
-        pending: Future[None] | None = None
-        batches = iter_batches(iter_runs(bitmap2), batch_pages)
+    Batch = tuple[list[memoryview], npt.NDArray[np.bool_], Future[Sequence[Page]]]
+    in_flight: deque[Batch] = deque()
+
+    def write_oldest() -> None:
+        pages, zero, blobs = in_flight.popleft()
+        writer.write_pages(pages, zero, blobs.result())
+        progress.update(writer.stats.pages, total)
+
+    with ThreadPoolExecutor(max_workers=depth, thread_name_prefix="kdump-compress") as pool:
+        batches = iter_batches(iter_runs(bitmap2), options.batch_pages)
         for i, batch in enumerate(batches):
-            buf = bufs[i % 2]
+            buf = bufs[i % len(bufs)]
             data = _read_batch(source, batch, buf, ps)
             zero = zero_pages(data, ps)
             mv = buf.data
             pages = [mv[j * ps : (j + 1) * ps] for j in range(len(zero))]
-            if pending is not None:
-                pending.result()
-                progress.update(writer.stats.pages, total)
-            pending = pool.submit(writer.write_pages, pages, zero)
-        if pending is not None:
-            pending.result()
+            in_flight.append((pages, zero, pool.submit(writer.compress_pages, pages, zero)))
+            if len(in_flight) > depth:
+                write_oldest()
+        while in_flight:
+            write_oldest()
     progress.update(total, total)
 
 
@@ -151,10 +164,12 @@ def capture_kdump(
     options: CaptureOptions,
     progress: Progress,
 ) -> CaptureReport:
+    # The pipeline spreads batches over the cores; the codec compresses each on one.
+    codec = codec_by_name(options.compression)
     writer = KdumpWriter(
         sink,
         dump_meta(source, selection.max_mapnr),
-        codec_by_name(options.compression, options.threads),
+        codec,
         selection.bitmap1,
         selection.bitmap2,
         options.dump_level,
@@ -162,11 +177,13 @@ def capture_kdump(
     report = CaptureReport(selection)
     try:
         writer.start()
-        _copy_pages(source, selection.bitmap2, writer, options.batch_pages, progress)
+        _copy_pages(source, selection.bitmap2, writer, options, progress)
         writer.finish()
     except BaseException:
         _abort(writer.abort)
         raise
+    finally:
+        codec.close()
     report.pages_written = writer.stats.pages
     report.zero_pages = writer.stats.zero_pages if options.dump_level & 1 else 0
     report.bytes_written = writer.stats.bytes_written
