@@ -1,7 +1,8 @@
 """Page compression for kdump-compressed dumps: zstd (default), zlib, lzo, or none.
 
-Each codec turns a batch of pages into one blob per page, using as many cores as it is given
-where the library lets Python threads run without the GIL.  The flags are the page-descriptor and
+Each codec turns a batch of pages into one blob per page.  Codecs whose work runs without the GIL
+say so (``concurrent``): the pipeline then compresses several batches at once on worker threads
+(kdumpd/dumpfile/pipeline.py).  The flags are the page-descriptor and
 header ``status`` values of dump-formats.md §5.4; the blob formats are what crash, libkdumpfile
 and makedumpfile expect (zlib with its header, raw LZO1X-1, a standard zstd frame).
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 import threading
 import zlib
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
 from kdumpd.errors import KdumpdError
@@ -21,9 +21,6 @@ FLAG_LZO: Final = 0x02
 FLAG_SNAPPY: Final = 0x04
 FLAG_ZSTD: Final = 0x20
 COMPRESSION_FLAGS: Final = FLAG_ZLIB | FLAG_LZO | FLAG_SNAPPY | FLAG_ZSTD
-
-# Below this many pages a thread pool costs more than it saves.
-_MIN_PAGES_PER_THREAD: Final = 64
 
 
 class CodecError(KdumpdError):
@@ -41,68 +38,22 @@ class Codec:
     # compress() calls on different threads run in parallel (the work is done without the GIL).
     concurrent: bool = False
 
-    def __init__(self, threads: int = 1) -> None:
-        self.threads = max(1, threads)
-
     def compress(self, pages: Sequence[Page]) -> Sequence[Page]:
         """One blob per page, in order; the caller stores a page raw if its blob is not smaller."""
         return pages
-
-    def close(self) -> None:
-        """Release helper threads; the codec still decompresses afterwards."""
 
     def decompress(self, blob: bytes, page_size: int) -> bytes:
         raise CodecError(f"{self.name}: pages are stored uncompressed")
 
 
-class _ThreadedCodec(Codec):
-    """A codec whose chunk function releases the GIL, so a batch can be spread over cores.
-
-    The calling thread compresses the first share of a batch and ``threads - 1`` long-lived
-    helper threads the others: starting threads for every batch (hundreds of batches per dump)
-    cost more than the parallelism saved.  Call :meth:`close` to stop the helpers.
-    """
-
-    concurrent = True
-
-    def __init__(self, threads: int = 1) -> None:
-        super().__init__(threads)
-        self._pool = (
-            ThreadPoolExecutor(
-                max_workers=self.threads - 1, thread_name_prefix=f"{self.name}-codec"
-            )
-            if self.threads > 1
-            else None
-        )
-
-    def _compress_chunk(self, pages: Sequence[Page]) -> list[Page]:
-        raise NotImplementedError
-
-    def compress(self, pages: Sequence[Page]) -> Sequence[Page]:
-        n = len(pages)
-        workers = min(self.threads, max(1, n // _MIN_PAGES_PER_THREAD))
-        if workers == 1 or self._pool is None:
-            return self._compress_chunk(pages)
-        step = -(-n // workers)
-        chunks = [pages[i : i + step] for i in range(0, n, step)]
-        others = [self._pool.submit(self._compress_chunk, chunk) for chunk in chunks[1:]]
-        blobs = self._compress_chunk(chunks[0])
-        for future in others:
-            blobs.extend(future.result())
-        return blobs
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown()
-
-
-class ZlibCodec(_ThreadedCodec):
+class ZlibCodec(Codec):
     """zlib format at level 1 (makedumpfile uses ``compress2(…, Z_BEST_SPEED)``)."""
 
     name = "zlib"
     flag = FLAG_ZLIB
+    concurrent = True
 
-    def _compress_chunk(self, pages: Sequence[Page]) -> list[Page]:
+    def compress(self, pages: Sequence[Page]) -> Sequence[Page]:
         return [zlib.compress(page, 1) for page in pages]
 
     def decompress(self, blob: bytes, page_size: int) -> bytes:
@@ -119,8 +70,7 @@ class LzoCodec(Codec):
     name = "lzo"
     flag = FLAG_LZO
 
-    def __init__(self, threads: int = 1) -> None:
-        super().__init__(threads)
+    def __init__(self) -> None:
         try:
             import lzo
         except ImportError as exc:
@@ -140,7 +90,7 @@ class LzoCodec(Codec):
         return _check_size(self.name, out, page_size)
 
 
-class ZstdCodec(_ThreadedCodec):
+class ZstdCodec(Codec):
     """zstd level 1, one standard frame per page.
 
     ``multi_compress_to_buffer`` compresses a chunk in C without the GIL; builds without it
@@ -152,21 +102,20 @@ class ZstdCodec(_ThreadedCodec):
     name = "zstd"
     flag = FLAG_ZSTD
 
-    def __init__(self, threads: int = 1) -> None:
+    def __init__(self) -> None:
         try:
             import zstandard
         except ImportError as exc:
             raise CodecError("zstd: the zstandard module is not installed") from exc
         self._batch_api = hasattr(zstandard.ZstdCompressor, "multi_compress_to_buffer")
-        # One compress() per 4 KiB page takes the GIL back so often that helper threads only
-        # slow it down: without the batch API the calling thread compresses everything.
-        super().__init__(threads if self._batch_api else 1)
+        # One compress() per 4 KiB page takes the GIL back so often that worker threads only
+        # slow it down: without the batch API one thread compresses everything.
         self.concurrent = self._batch_api
         self._zstd = zstandard
         self._local = threading.local()
         self._decompressor = zstandard.ZstdDecompressor()
 
-    def _compress_chunk(self, pages: Sequence[Page]) -> list[Page]:
+    def compress(self, pages: Sequence[Page]) -> Sequence[Page]:
         compressor = getattr(self._local, "compressor", None)
         if compressor is None:
             compressor = self._local.compressor = self._zstd.ZstdCompressor(level=1)
@@ -207,12 +156,12 @@ CODECS: Final[dict[str, type[Codec]]] = {
 }
 
 
-def codec_by_name(name: str, threads: int = 1) -> Codec:
+def codec_by_name(name: str) -> Codec:
     try:
         cls = CODECS[name]
     except KeyError:
         raise CodecError(f"unknown compression {name!r} (known: {', '.join(CODECS)})") from None
-    return cls(threads)
+    return cls()
 
 
 def codec_for_flag(flag: int) -> Codec:

@@ -182,8 +182,6 @@ def capture_kdump(
     except BaseException:
         _abort(writer.abort)
         raise
-    finally:
-        codec.close()
     report.pages_written = writer.stats.pages
     report.zero_pages = writer.stats.zero_pages if options.dump_level & 1 else 0
     report.bytes_written = writer.stats.bytes_written
