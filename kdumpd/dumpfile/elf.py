@@ -9,7 +9,6 @@ shorter runs are written with their real contents.  Incomplete files carry ``e_f
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
@@ -17,18 +16,11 @@ from typing import Final, Protocol
 from kdumpd.dumpfile.pages import Bitmap, iter_runs
 from kdumpd.dumpfile.progress import Progress
 from kdumpd.dumpfile.sink import Sink
+from kdumpd.vmcore.elfhdr import EHDR, EM_X86_64, ET_CORE, PHDR, PN_XNUM, PT_LOAD, PT_NOTE, SHDR
 from kdumpd.vmcore.source import DumpSource
 
 PFN_EXCLUDED: Final = 256
-EM_X86_64: Final = 62
-ET_CORE: Final = 4
-PT_LOAD: Final = 1
-PT_NOTE: Final = 4
-PN_XNUM: Final = 0xFFFF
 ELF_INCOMPLETE: Final = 1
-_EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
-_PHDR = struct.Struct("<IIQQQQQQ")
-_SHDR = struct.Struct("<IIQQQQIIQQ")
 _IDENT: Final = b"\x7fELF\x02\x01\x01".ljust(16, b"\0")
 _COPY_BYTES: Final = 512 << 10  # per read: bounded like the kdump batches
 
@@ -140,7 +132,7 @@ class ElfWriter:
         count = 1 + len(self.segments)
         self.extended = count >= PN_XNUM
         self.phnum = count
-        self.headers_end = 64 + _PHDR.size * count + (_SHDR.size if self.extended else 0)
+        self.headers_end = 64 + PHDR.size * count + (SHDR.size if self.extended else 0)
         self.notes_offset = self.headers_end
         self.data_offset = self.notes_offset + len(notes)
         self.total_bytes = sum(s.filesz for s in self.segments)
@@ -148,8 +140,8 @@ class ElfWriter:
         self._finished = False
 
     def headers(self, incomplete: bool) -> bytes:
-        shoff = 64 + _PHDR.size * self.phnum if self.extended else 0
-        ehdr = _EHDR.pack(
+        shoff = 64 + PHDR.size * self.phnum if self.extended else 0
+        ehdr = EHDR.pack(
             _IDENT,
             ET_CORE,
             EM_X86_64,
@@ -159,21 +151,21 @@ class ElfWriter:
             shoff,
             ELF_INCOMPLETE if incomplete else 0,
             64,
-            _PHDR.size,
+            PHDR.size,
             PN_XNUM if self.extended else self.phnum,
-            _SHDR.size if self.extended else 0,
+            SHDR.size if self.extended else 0,
             1 if self.extended else 0,
             0,
         )
         parts = [
             ehdr,
-            _PHDR.pack(PT_NOTE, 0, self.notes_offset, 0, 0, len(self.notes), len(self.notes), 0),
+            PHDR.pack(PT_NOTE, 0, self.notes_offset, 0, 0, len(self.notes), len(self.notes), 0),
         ]
         offset = self.data_offset
         for seg in self.segments:
             # A segment without file data points at offset 0, as makedumpfile writes it.
             parts.append(
-                _PHDR.pack(
+                PHDR.pack(
                     PT_LOAD,
                     7,
                     offset if seg.filesz else 0,
@@ -186,7 +178,7 @@ class ElfWriter:
             )
             offset += seg.filesz
         if self.extended:
-            parts.append(_SHDR.pack(0, 0, 0, 0, 0, 0, 0, self.phnum, 0, 0))
+            parts.append(SHDR.pack(0, 0, 0, 0, 0, 0, 0, self.phnum, 0, 0))
         return b"".join(parts)
 
     def write(self, source: DumpSource, progress: Progress) -> None:
