@@ -256,7 +256,7 @@ class FullSystemRun:
                 nxt = restart
             else:
                 i, nxt = vm.wait_console(r"Linux version \d", 300, i + 1)
-            capture_log = vm.console_text(mark)
+            capture_log = vm.console_text(mark, timed=True)
             (self.workdir / "capture-console.log").write_text(capture_log)
             vm.wait_hello(timeout=600)
         self.timed("panic-to-capture-kernel", capture.t - panic.t)
@@ -386,7 +386,7 @@ class FullSystemRun:
         finally:
             self.report.facts["host load at end"] = Path("/proc/loadavg").read_text().strip()
             if self.guest is not None:
-                (self.workdir / "console.log.txt").write_text(self.guest.console_text())
+                (self.workdir / "console.log.txt").write_text(self.guest.console_text(timed=True))
                 self.guest.close()
         return self.report
 

@@ -174,9 +174,14 @@ class Guest:
                 raise GuestError(f"no console line matching {pattern!r} within {timeout:.0f} s")
             time.sleep(0.05)
 
-    def console_text(self, after: int = 0, until: int | None = None) -> str:
+    def console_text(self, after: int = 0, until: int | None = None, timed: bool = False) -> str:
+        """The console lines; ``timed`` prefixes each with the host's seconds since qemu started,
+        which, unlike the guest's printk times, run on across the crash and the reboots."""
         with self._lock:
-            return "\n".join(line.text for line in self.lines[after:until])
+            lines = self.lines[after:until]
+        if timed:
+            return "\n".join(f"{line.t - self.started:9.3f} | {line.text}" for line in lines)
+        return "\n".join(line.text for line in lines)
 
     # --- agent --------------------------------------------------------------------------------
 
