@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from kdumpd.vmcore.elf import ElfVmcore
+from kdumpd.vmcore.elf import ElfVmcore, kernel_text_load
 from kdumpd.vmcore.errors import VmcoreError
 from kdumpd.vmcore.mm import MemMapRange, MemoryModel, locate_mem_map
 from kdumpd.vmcore.pagerules import (
@@ -170,7 +170,7 @@ def classifier(
     else:
         rules = page_rules(info)
         try:
-            translator = X86_64(source, info, _text_load(source))
+            translator = X86_64(source, info, kernel_text_load(source))
             model = locate_mem_map(translator, info, layout.max_mapnr)
             why = ""
         except VmcoreError as exc:  # a missing key or unreadable mem_section
@@ -209,14 +209,6 @@ def zero_pages(data: bytes | memoryview | npt.NDArray[np.uint8], page_size: int)
     # max() reduces the words as they are; any() would first cast each to a bool.
     zero: BoolArray = words.max(axis=1, initial=0) == 0
     return zero
-
-
-def _text_load(source: DumpSource) -> tuple[int, int] | None:
-    if isinstance(source, ElfVmcore):
-        for seg in source.loads:
-            if seg.vaddr >= 0xFFFFFFFF80000000:
-                return seg.vaddr, seg.paddr
-    return None
 
 
 def _fit_chunk(chunk_pages: int, model: MemoryModel | None) -> int:

@@ -33,8 +33,10 @@ from kdumpd.vmcore.elfhdr import (
 )
 from kdumpd.vmcore.errors import VmcoreError, VmcoreFormatError, VmcoreTruncatedError
 from kdumpd.vmcore.notes import NT_PRSTATUS, parse_notes
+from kdumpd.vmcore.source import DumpSource
 from kdumpd.vmcore.vmcoreinfo import Vmcoreinfo, parse_vmcoreinfo
 from kdumpd.vmcore.window import FileWindow
+from kdumpd.vmcore.x86_64 import START_KERNEL_MAP
 
 # Notes of /proc/vmcore are a few KiB per CPU; this bound only stops garbage from allocating.
 MAX_NOTES_BYTES = 64 << 20
@@ -248,6 +250,15 @@ class ElfVmcore:
         if not loads:
             raise VmcoreFormatError(f"{self.path}: no PT_LOAD segment: not a vmcore")
         return loads, note_ranges
+
+
+def kernel_text_load(source: DumpSource) -> tuple[int, int] | None:
+    """``(p_vaddr, p_paddr)`` of the kernel-text PT_LOAD: the first whose virtual address lies in
+    the kernel image map. :class:`~kdumpd.vmcore.x86_64.X86_64` derives phys_base from it when
+    VMCOREINFO lacks NUMBER(phys_base). None for inputs that are not ELF vmcores or lack one."""
+    if not isinstance(source, ElfVmcore):
+        return None
+    return next(((s.vaddr, s.paddr) for s in source.loads if s.vaddr >= START_KERNEL_MAP), None)
 
 
 # makedumpfile's cyclic buffer is at most 4 MiB (calculate_cyclic_buffer_size).

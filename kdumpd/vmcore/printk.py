@@ -32,11 +32,11 @@ import os
 import re
 from collections.abc import Callable, Iterator
 
-from kdumpd.vmcore.elf import ElfVmcore
+from kdumpd.vmcore.elf import kernel_text_load
 from kdumpd.vmcore.errors import AddressError, VmcoreError, VmcoreinfoMissingError
 from kdumpd.vmcore.source import DumpSource
 from kdumpd.vmcore.vmcoreinfo import Vmcoreinfo, parse_vmcoreinfo
-from kdumpd.vmcore.x86_64 import START_KERNEL_MAP, X86_64
+from kdumpd.vmcore.x86_64 import X86_64
 
 ReadMemory = Callable[[int, int], bytes]
 """Read ``size`` bytes at a kernel virtual address; raise AddressError where the dump lacks it."""
@@ -95,13 +95,9 @@ def dump_dmesg(source: DumpSource, output: str | os.PathLike[str]) -> None:
         where = getattr(source, "path", "the dump")
         raise VmcoreinfoMissingError(f"{where}: no VMCOREINFO note, needed to find the log")
     info = parse_vmcoreinfo(raw)
-    text_load = None
-    if isinstance(source, ElfVmcore):  # only for kernels without NUMBER(phys_base)
-        text_load = next(
-            ((s.vaddr, s.paddr) for s in source.loads if s.vaddr >= START_KERNEL_MAP), None
-        )
     try:
-        write_dmesg(iter_dmesg(info, X86_64(source, info, text_load).read_virt), output)
+        mem = X86_64(source, info, kernel_text_load(source))
+        write_dmesg(iter_dmesg(info, mem.read_virt), output)
     except (DmesgError, VmcoreinfoMissingError) as exc:
         where = getattr(source, "path", None)  # both inputs have one; say which file it was
         if where is None or str(exc).startswith(f"{output}:"):
