@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.qemu import direct_boot_argv
+
 from .image import AGENT_PORT, BaseImage
 
 
@@ -56,28 +58,17 @@ class Guest:
         self._stop = threading.Event()
         sock_path = workdir / "agent.sock"
         self.console_path.touch()
+        boot = direct_boot_argv(
+            memory="2G",
+            kernel=base.kernel,
+            initrd=base.initrd,
+            append=append,
+            serial_log=self.console_path,
+        )
         cmd = [
             "nice",
-            "qemu-system-x86_64",
-            "-accel",
-            "tcg",
-            "-cpu",
-            "max,la57=off",
-            "-smp",
-            "2",
-            "-m",
-            "2G",
+            *boot,
             "-nodefaults",
-            "-display",
-            "none",
-            "-serial",
-            f"file:{self.console_path}",
-            "-kernel",
-            str(base.kernel),
-            "-initrd",
-            str(base.initrd),
-            "-append",
-            append,
             "-drive",
             f"file={disk},format=qcow2,if=virtio,cache=unsafe",
             "-device",

@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.qemu import direct_boot_argv
+
 from .image import Image
 
 TIMEOUT = int(os.environ.get("KDUMPD_VM_TIMEOUT", "300"))
@@ -91,33 +93,21 @@ def boot_cycle(
     nic = ["-nic", "user,model=virtio-net-pci"] if net else ["-nic", "none"]
     serial = work / "serial.log"
     argv = [
-        "qemu-system-x86_64",
-        "-accel",
-        "tcg",
-        "-cpu",
-        "max,la57=off",
-        "-smp",
-        "2",
-        "-m",
-        memory,
-        "-display",
-        "none",
+        *direct_boot_argv(
+            memory=memory,
+            kernel=image.kernel.vmlinuz,
+            initrd=image.initrd,
+            append=append,
+            serial_log=serial,
+        ),
         "-no-reboot",
         *nic,
-        "-kernel",
-        str(image.kernel.vmlinuz),
-        "-initrd",
-        str(image.initrd),
-        "-append",
-        append,
         "-device",
         "vmcoreinfo",
         "-drive",
         f"file={system},if=virtio,format=raw",
         "-drive",
         f"file={target},if=virtio,format=raw",
-        "-serial",
-        f"file:{serial}",
         *fw_args,
     ]
     t0 = time.monotonic()
