@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
-
 from kdumpd.dumpfile.kdump_reader import KdumpSource
 from kdumpd.dumpfile.pipeline import Selection
 from kdumpd.dumpfile.progress import Progress
@@ -24,20 +22,11 @@ ProgressFactory = Callable[[str], Progress]
 
 def select_pages(source: DumpSource, dump_level: int, progress: ProgressFactory) -> Selection:
     cls = classifier(source, dump_level)
-    nbytes = (cls.max_mapnr + 7) // 8
-    bitmap1 = np.zeros(nbytes, dtype=np.uint8)
-    bitmap2 = np.zeros(nbytes, dtype=np.uint8)
     step = progress("Excluding unnecessary pages")
-    for chunk in cls.chunks():
-        # Chunks hold a multiple of 8 pfns, so each starts on a bitmap byte.
-        lo = chunk.start_pfn // 8
-        packed = np.packbits(chunk.present, bitorder="little")
-        bitmap1[lo : lo + len(packed)] = packed
-        bitmap2[lo : lo + len(packed)] = np.packbits(chunk.dumpable, bitorder="little")
-        step.update(chunk.start_pfn + len(chunk.present), cls.max_mapnr)
+    bitmap1, bitmap2 = cls.bitmaps(lambda done: step.update(done, cls.max_mapnr))
     step.update(cls.max_mapnr, cls.max_mapnr)
     if isinstance(source, KdumpSource):
-        ram = source.ram_bitmap()[:nbytes]
+        ram = source.ram_bitmap()[: len(bitmap1)]
         bitmap1[: len(ram)] = ram
     counts = cls.counts.as_dict()
     counts.pop("zero", None)

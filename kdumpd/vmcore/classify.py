@@ -24,7 +24,7 @@ reads anyway; :func:`zero_pages` tests a batch of them.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -132,8 +132,11 @@ class Classifier:
                 yield walk.chunk(start, min(start + size, self.max_mapnr))
                 walk.next_chunk = start + size
 
-    def bitmaps(self) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
-        """Packed bitmap 1 and bitmap 2 (zero pages still set), one pass."""
+    def bitmaps(
+        self, progress: Callable[[int], None] | None = None
+    ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
+        """Packed bitmap 1 and bitmap 2 (zero pages still set), one pass; ``progress`` is given
+        the pfn reached after each chunk."""
         nbytes = (self.max_mapnr + 7) // 8
         bitmap1 = np.zeros(nbytes, dtype=np.uint8)
         bitmap2 = np.zeros(nbytes, dtype=np.uint8)
@@ -143,6 +146,8 @@ class Classifier:
             packed1 = np.packbits(chunk.present, bitorder="little")
             bitmap1[lo : lo + len(packed1)] = packed1
             bitmap2[lo : lo + len(packed1)] = np.packbits(chunk.dumpable, bitorder="little")
+            if progress is not None:
+                progress(chunk.start_pfn + len(chunk.present))
         return bitmap1, bitmap2
 
 
