@@ -42,7 +42,8 @@ from kdumpd.vmcore.pagerules import (
     PageRules,
     page_rules,
 )
-from kdumpd.vmcore.pfnlayout import PfnLayout, layout_of, mask
+from kdumpd.vmcore.pfnlayout import PfnLayout, layout_of
+from kdumpd.vmcore.ranges import mask
 from kdumpd.vmcore.source import DumpSource
 from kdumpd.vmcore.vmcoreinfo import Vmcoreinfo, parse_vmcoreinfo
 from kdumpd.vmcore.x86_64 import X86_64

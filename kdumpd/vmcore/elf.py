@@ -33,6 +33,7 @@ from kdumpd.vmcore.elfhdr import (
 )
 from kdumpd.vmcore.errors import VmcoreError, VmcoreFormatError, VmcoreTruncatedError
 from kdumpd.vmcore.notes import NT_PRSTATUS, parse_notes
+from kdumpd.vmcore.ranges import merge
 from kdumpd.vmcore.source import DumpSource
 from kdumpd.vmcore.vmcoreinfo import Vmcoreinfo, parse_vmcoreinfo
 from kdumpd.vmcore.window import FileWindow
@@ -127,7 +128,7 @@ class ElfVmcore:
 
         A partial leading page is included. A partial trailing page is included only with
         ``partial_tail``: makedumpfile counts it when it keeps its bitmaps whole and not when
-        it works in cycles (see :func:`kdumpd.vmcore.pfnlayout.makedumpfile_single_cycle`)."""
+        it works in cycles (see :func:`makedumpfile_single_cycle`)."""
         ps = self._page_size
         spans = []
         for seg in self.loads:
@@ -137,15 +138,7 @@ class ElfVmcore:
 
     def present_ranges(self, partial_tail: bool = False) -> list[tuple[int, int]]:
         """Bitmap 1 as sorted, merged ``[start_pfn, end_pfn)`` ranges."""
-        merged: list[tuple[int, int]] = []
-        for lo, hi in sorted(self.load_pfn_spans(partial_tail)):
-            if lo >= hi:
-                continue
-            if merged and lo <= merged[-1][1]:
-                merged[-1] = (merged[-1][0], max(hi, merged[-1][1]))
-            else:
-                merged.append((lo, hi))
-        return merged
+        return merge(self.load_pfn_spans(partial_tail))
 
     def present_bitmap(self) -> npt.NDArray[np.uint8]:
         """Bitmap 1 as makedumpfile writes it for this input."""

@@ -320,7 +320,7 @@ def test_garbage_struct_pages_never_break_the_walk(seed: int, level: int) -> Non
     st.lists(st.tuples(st.integers(0, 200), st.integers(0, 30))),
 )
 def test_range_subtraction(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> None:
-    from kdumpd.vmcore.pfnlayout import mask, merge, subtract
+    from kdumpd.vmcore.ranges import mask, merge, subtract
 
     ranges, holes = merge([(x, x + n) for x, n in a]), merge([(x, x + n) for x, n in b])
     got = mask(subtract(ranges, holes), 0, 240)
