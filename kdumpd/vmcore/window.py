@@ -37,11 +37,7 @@ class FileWindow:
         """Bytes of the file, zero-copy where possible; valid while the caller holds them."""
         if length <= 0:
             return memoryview(b"")
-        if offset < 0 or offset + length > self._size:
-            raise VmcoreTruncatedError(
-                f"{self._origin}: read of {length} bytes at offset {offset} is past the end "
-                f"of the file ({self._size} bytes)"
-            )
+        self._check_bounds(offset, length)
         if self._use_mmap and not self._map_start <= offset < offset + length <= self._map_end:
             self._remap(offset, length)
         if self._map is not None and self._use_mmap:
@@ -54,16 +50,19 @@ class FileWindow:
         if self._map is not None and self._map_start <= offset < offset + length <= self._map_end:
             start = offset - self._map_start
             return self._map[start : start + length]
-        if offset < 0 or offset + length > self._size:
-            raise VmcoreTruncatedError(
-                f"{self._origin}: read of {length} bytes at offset {offset} is past the end "
-                f"of the file ({self._size} bytes)"
-            )
+        self._check_bounds(offset, length)
         return self._pread(offset, length)
 
     def close(self) -> None:
         """Forget the window; views still held by callers stay valid until they are released."""
         self._map = None
+
+    def _check_bounds(self, offset: int, length: int) -> None:
+        if offset < 0 or offset + length > self._size:
+            raise VmcoreTruncatedError(
+                f"{self._origin}: read of {length} bytes at offset {offset} is past the end "
+                f"of the file ({self._size} bytes)"
+            )
 
     def _remap(self, offset: int, length: int) -> None:
         start = offset - offset % _GRANULE
