@@ -122,13 +122,18 @@ def create_file(path: Path) -> int:
     return fd
 
 
-def fsync_dir(path: Path) -> None:
-    """Make a directory's entries (a new file, a rename) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+def _fsync(path: Path, flags: int = 0) -> None:
+    """Make a file's data durable, opening it by name (``flags``: e.g. os.O_DIRECTORY)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | flags)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (a new file, a rename) durable."""
+    _fsync(path, os.O_DIRECTORY)
 
 
 def write_file(path: Path, data: bytes) -> None:
@@ -156,11 +161,7 @@ def commit_dump(directory: Path, stamp: str) -> Path:
     src = directory / INCOMPLETE_NAME
     dest = directory / dump_file_name(stamp)
     try:
-        fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync(src)
         os.rename(src, dest)
         fsync_dir(directory)
     except OSError as exc:
