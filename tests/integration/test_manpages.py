@@ -24,7 +24,7 @@ from kdumpd.cli import capture, kdump_config
 from kdumpd.cli.context import EXIT_USAGE
 from kdumpd.config import KNOWN
 from kdumpd.dumpfile.makedump_args import build_parser
-from kdumpd.errors import UsageError
+from kdumpd.errors import KdumpdError, UsageError
 from kdumpd.service import daemon
 from kdumpd.service.names import Error
 
@@ -111,7 +111,7 @@ def accepts(root: Path, command: str, option: str, value: bool) -> bool:
         return kdump_config.run(argv) != EXIT_USAGE
     except UsageError:
         return False
-    except Exception:  # failed later, at work (no SSH target, no kernel …): the option passed
+    except KdumpdError:  # failed later, at work (no SSH target, no kernel …): the option passed
         return True
 
 
@@ -255,3 +255,15 @@ def test_kdumpd_lists_every_polkit_action(repo: Path, man_dir: Path) -> None:
     policy = ET.parse(repo / "dbus/org.kdumpd.kdump1.policy").getroot()
     ids = {a.get("id") for a in policy.findall("action")}
     assert set(tags(sections(source(man_dir, "kdumpd"))["AUTHORIZATION"])) == ids
+
+
+def test_units_point_to_these_pages(repo: Path) -> None:
+    """``systemctl help UNIT`` opens a page the package installs, the unit's own one first."""
+    units = sorted((repo / "units").glob("*.service"))
+    refs = {u.name: re.findall(r"man:([\w-]+)\(8\)", u.read_text()) for u in units}
+    assert refs == {
+        "kdump-tools-dump.service": ["kdumpd-capture", "kdump-config"],
+        "kdump-tools.service": ["kdump-config"],
+        "kdumpd.service": ["kdumpd", "kdump-config"],
+    }
+    assert {name for names in refs.values() for name in names} == set(PAGES)
