@@ -109,6 +109,8 @@ def accepts(root: Path, command: str, option: str, value: bool) -> bool:
     try:
         # On an empty root no configuration exists, so a usage exit can only mean bad usage.
         return kdump_config.run(argv) != EXIT_USAGE
+    except SystemExit as done:  # argparse's --help
+        return done.code == 0
     except UsageError:
         return False
     except KdumpdError:  # failed later, at work (no SSH target, no kernel …): the option passed
