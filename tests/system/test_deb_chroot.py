@@ -8,84 +8,16 @@ host's root device), as kdump-tools does.
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from . import image
+from .debroot import cached_debs, chroot, install_debs, use_kdump
 
 pytestmark = pytest.mark.system
 
-ENV = {
-    "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-    "DEBIAN_FRONTEND": "noninteractive",
-    "LC_ALL": "C",
-}
-
-
-def chroot(root: Path, script: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        ["chroot", str(root), "/bin/sh", "-c", script],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=ENV,
-    )
-    if check:
-        assert done.returncode == 0, f"{script}\n{done.stdout}\n{done.stderr}"
-    return done
-
-
-@pytest.fixture(scope="module")
-def deb(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("deb")
-    done = subprocess.run(
-        ["bash", str(repo / "packaging/build-deb.sh"), str(out)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return Path(done.stdout.strip().splitlines()[-1])
-
-
-@pytest.fixture
-def root(tmp_path: Path, deb: Path) -> Iterator[Path]:
-    tree = tmp_path / "root"
-    tree.mkdir()
-    subprocess.run(["tar", "-C", str(tree), "-xf", str(image.build_rootfs())], check=True)
-    (tree / "root/kdumpd.deb").write_bytes(deb.read_bytes())
-    # /proc lets ischroot see that this is a chroot; policy-rc.d keeps services from starting.
-    subprocess.run(["mount", "-t", "proc", "proc", str(tree / "proc")], check=True)
-    (tree / "usr/sbin/policy-rc.d").write_text("#!/bin/sh\nexit 101\n")
-    (tree / "usr/sbin/policy-rc.d").chmod(0o755)
-    try:
-        yield tree
-    finally:
-        subprocess.run(["umount", str(tree / "proc")], check=True)
-
-
 # kdump-tools from Debian 12 and what it needs beyond the test root filesystem.
 KDUMP_TOOLS_DEBS = ("kdump-tools", "bsdextrautils", "busybox", "file", "libmagic1", "libmagic-mgc")
-
-
-def kdump_tools_debs() -> list[Path]:
-    """Debian 12's kdump-tools and its missing dependencies, downloaded once into the cache."""
-    cache = image.CACHE / "debs-kdump-tools"
-    debs = sorted(cache.glob("*.deb"))
-    if len(debs) < len(KDUMP_TOOLS_DEBS):
-        cache.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            ["apt-get", "download", *KDUMP_TOOLS_DEBS], cwd=cache, capture_output=True, check=True
-        )
-        debs = sorted(cache.glob("*.deb"))
-    return debs
-
-
-def use_kdump(root: Path) -> str:
-    lines = (root / "etc/default/kdump-tools").read_text().splitlines()
-    return [line for line in lines if line.startswith("USE_KDUMP=")][-1]
 
 
 @pytest.mark.parametrize("answer, expected", [("true", "USE_KDUMP=1"), ("false", "USE_KDUMP=0")])
@@ -138,10 +70,7 @@ def test_purge_removes_what_it_created(root: Path) -> None:
 
 
 def test_takes_over_from_kdump_tools(root: Path) -> None:
-    (root / "root/debs").mkdir()
-    for deb in kdump_tools_debs():
-        (root / "root/debs" / deb.name).write_bytes(deb.read_bytes())
-    chroot(root, "dpkg -i /root/debs/*.deb")
+    install_debs(root, cached_debs("kdump-tools", KDUMP_TOOLS_DEBS))
     conf = root / "etc/default/kdump-tools"
     conf.write_text(conf.read_text().replace('KDUMP_COREDIR="/var/crash"', 'KDUMP_COREDIR="/srv"'))
     out = chroot(root, "dpkg -i /root/kdumpd.deb 2>&1").stdout
