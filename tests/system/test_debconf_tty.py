@@ -39,19 +39,35 @@ def flat(text: str) -> str:
 
 
 @pytest.mark.parametrize(
-    "installed, typed, expected", [("true", "no", "USE_KDUMP=0"), ("false", "yes", "USE_KDUMP=1")]
+    "frontend, installed, typed, expected",
+    [("readline", "true", "no", "USE_KDUMP=0"), ("teletype", "false", "yes", "USE_KDUMP=1")],
 )
 def test_reconfigure_asks_and_the_typed_answer_becomes_use_kdump(
-    root: Path, installed: str, typed: str, expected: str
+    root: Path, frontend: str, installed: str, typed: str, expected: str
 ) -> None:
     chroot(root, f"echo 'kdumpd kdumpd/use_kdump boolean {installed}' | debconf-set-selections")
     chroot(root, "dpkg -i /root/kdumpd.deb")
-    term = at_terminal(root, "dpkg-reconfigure -f readline kdumpd")
+    term = at_terminal(root, f"dpkg-reconfigure -f {frontend} kdumpd")
     term.expect(QUESTION)
     term.type(f"{typed}\r")
     assert term.wait() == 0, term.text
     assert EXPLANATION in flat(term.text)
     assert use_kdump(root) == expected
+
+
+def test_reconfigure_offers_what_the_file_says(root: Path) -> None:
+    """USE_KDUMP edited by hand: dpkg-reconfigure offers the file's setting, not the old answer."""
+    install_debs(root, cached_debs("tty", TTY_DEBS))
+    chroot(root, "echo 'kdumpd kdumpd/use_kdump boolean true' | debconf-set-selections")
+    chroot(root, "dpkg -i /root/kdumpd.deb")
+    conf = root / "etc/default/kdump-tools"
+    conf.write_text(conf.read_text().replace("USE_KDUMP=1", "USE_KDUMP=0"))
+    term = at_terminal(root, "dpkg-reconfigure -f readline kdumpd")
+    assert term.expect(QUESTION + "(yes|no)").group(1) == "no"
+    term.type("\r")
+    assert term.wait() == 0, term.text
+    assert use_kdump(root) == "USE_KDUMP=0"
+    assert "kdumpd/use_kdump: false" in chroot(root, "debconf-show kdumpd").stdout
 
 
 @pytest.mark.parametrize(
