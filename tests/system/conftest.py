@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,18 +27,29 @@ def deb(repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def rootfs_tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The cached root filesystem unpacked once per session; tests see it through an overlay."""
-    tree = tmp_path_factory.mktemp("rootfs")
-    subprocess.run(["tar", "-C", str(tree), "-xf", str(image.build_rootfs())], check=True)
-    yield tree
-    shutil.rmtree(tree)  # most of a GB
+def rootfs_tree() -> Path:
+    """The cached root filesystem, unpacked once beside its tarball and kept (unpacking and
+    deleting it cost each session half a minute of disk writes). Tests see it only through an
+    overlay, so it is never modified."""
+    tar = image.build_rootfs()
+    tree = tar.with_suffix(".tree")
+    if not tree.is_dir():
+        tmp = Path(tempfile.mkdtemp(dir=tar.parent, prefix=f"{tree.name}.tmp"))
+        subprocess.run(["tar", "-C", str(tmp), "-xf", str(tar)], check=True)
+        try:
+            tmp.rename(tree)
+        except OSError:  # another session unpacked it first
+            shutil.rmtree(tmp)
+        for old in tar.parent.glob("rootfs-*.tree"):
+            if old != tree:  # an older package list's
+                shutil.rmtree(old)
+    return tree
 
 
 @pytest.fixture
 def root(tmp_path: Path, rootfs_tree: Path, deb: Path) -> Iterator[Path]:
-    """A writable Debian 12 tree of this test's own: an overlay on the session's unpacked copy
-    (unpacking it per test cost 3-10 s of disk writes each), the .deb in /root."""
+    """A writable Debian 12 tree of this test's own, the .deb in /root: an overlay on the
+    unpacked root filesystem (unpacking it per test cost 3-10 s of disk writes each)."""
     tree, upper, work = tmp_path / "root", tmp_path / "upper", tmp_path / "work"
     for path in (tree, upper, work):
         path.mkdir()
