@@ -67,6 +67,16 @@ def parse_cpu_list(text: str) -> int:
     return count
 
 
+def count_cpuinfo_processors(text: str) -> int | None:
+    """CPUs listed in ``/proc/cpuinfo`` (one ``processor`` line each); None if it lists none.
+
+    The fallback when ``/sys`` is not mounted (an installer's chroot mounts only ``/proc``),
+    so the default-enable check counts the machine's CPUs there too, as ``nproc`` would.
+    """
+    count = sum(1 for line in text.splitlines() if re.match(r"processor\s*:", line))
+    return count or None
+
+
 def parse_lockdown(text: str) -> str:
     """The active mode of ``/sys/kernel/security/lockdown`` (``none [integrity] …``)."""
     m = re.search(r"\[(\w+)\]", text)
@@ -206,7 +216,11 @@ def read_system_state(
         cmdline=(root.read_text("/proc/cmdline") or "").strip(),
         kernel_release=release,
         arch=_read_arch(root),
-        cpus=parse_cpu_list(cpus_text) if cpus_text else None,
+        cpus=(
+            parse_cpu_list(cpus_text)
+            if cpus_text
+            else count_cpuinfo_processors(root.read_text("/proc/cpuinfo") or "")
+        ),
         meminfo=parse_meminfo(root.read_text("/proc/meminfo") or ""),
         iomem=tuple(parse_iomem(root.read_text("/proc/iomem") or "")),
         kexec_crash_loaded=None if loaded is None else loaded == 1,

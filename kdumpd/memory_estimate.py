@@ -146,7 +146,7 @@ class Check:
 def default_enable_checks(
     *,
     arch: str,
-    cpus: int,
+    cpus: int | None,
     ram_bytes: int,
     swap_bytes: int,
     var_free_bytes: int | None,
@@ -169,7 +169,11 @@ def default_enable_checks(
         var_detail = f"{_gib(var_free_bytes)} free in /var, need more than {_gib(need_var)}"
     return [
         Check("architecture", arch_ok, arch_detail),
-        Check("cpus", cpus >= 4, f"{cpus} CPU threads, need at least 4"),
+        Check(
+            "cpus",
+            cpus is not None and cpus >= 4,
+            f"{cpus if cpus is not None else 'an unknown number of'} CPU threads, need at least 4",
+        ),
         Check(
             "memory",
             6 * GiB <= total < 2048 * GiB,

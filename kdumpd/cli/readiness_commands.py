@@ -120,7 +120,7 @@ def default_enable(ctx: Context, args: list[str]) -> int:
     var = ctx.root.path("/var")
     checks = default_enable_checks(
         arch=system.arch,
-        cpus=system.cpus or 0,
+        cpus=system.cpus,
         ram_bytes=rounded_ram(system.system_ram),  # a "6 GB" machine keeps its 6 GB
         swap_bytes=system.swap,
         var_free_bytes=free_bytes(var) if var.is_dir() else None,

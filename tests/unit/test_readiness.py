@@ -301,6 +301,21 @@ def test_default_enable_counts_ram_like_the_kernel(
     assert lines[4] == f"enable kdump by default: {'yes' if rc == 0 else 'no'}"
 
 
+def test_default_enable_counts_cpus_without_sys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An installer's chroot mounts /proc but not /sys: count /proc/cpuinfo, as nproc would."""
+    build_machine(tmp_path, ram=6 * GiB, cpus=4)
+    (tmp_path / "sys/devices/system/cpu/online").unlink()
+    cpuinfo = "".join(f"processor\t: {i}\nvendor_id\t: GenuineIntel\n\n" for i in range(6))
+    (tmp_path / "proc/cpuinfo").write_text(cpuinfo)
+    _, lines = show(tmp_path, capsys, "default-enable")
+    assert lines[1] == "cpus:         ok    6 CPU threads, need at least 4"
+    (tmp_path / "proc/cpuinfo").unlink()  # neither mounted: unknown, not "0"
+    _, lines = show(tmp_path, capsys, "default-enable")
+    assert lines[1] == "cpus:         FAIL  an unknown number of CPU threads, need at least 4"
+
+
 @pytest.mark.parametrize(
     ("path", "text", "why"),
     [
