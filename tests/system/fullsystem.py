@@ -3,6 +3,11 @@
 Each phase is timed and recorded; the first phase that fails stops the run (the later ones
 depend on it) and is reported with the evidence. Used by tests/system/test_full_system.py and by
 ``packaging/demo.sh`` (``python3 -m tests.system.fullsystem``), which prints the same table.
+
+What differs between packages is a ``Product`` (how to get and install it, what its console says
+while it saves the dump, what to check once it is ready again): ``KdumpdProduct`` here, Debian 12's
+kdump-tools in ``peer_kdump_tools.py`` for ``bench/fullsystem_peer.py``, which runs the same
+phases on both (``PEER_CYCLE``) and compares their times.
 """
 
 from __future__ import annotations
@@ -19,17 +24,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from . import image
-from .vm import Guest, GuestError, extract_file
+from .vm import ConsoleLine, Guest, GuestError, extract_file
 
 REPO = Path(__file__).resolve().parents[2]
 BUS = ("org.kdumpd.Kdump1", "/org/kdumpd/Kdump1")
 MANAGER = "org.kdumpd.Kdump1.Manager"
 # kdump-tools' default since 1.10; KDUMPD_TEST_CRASHKERNEL tries another size (160M, 128M).
 CRASHKERNEL = os.environ.get("KDUMPD_TEST_CRASHKERNEL", "192M")
-APPEND = f"root=/dev/vda ro console=ttyS0,115200 printk.time=1 crashkernel={CRASHKERNEL}"
+APPEND = "root=/dev/vda ro console=ttyS0,115200 printk.time=1 crashkernel="
 
 # kdump-tools 1.8.1 on the same kind of VM (issue #6), beside each of our phases.
 PEER = {
@@ -86,31 +91,70 @@ def _check(cond: bool, what: str, evidence: object) -> None:
         raise PhaseFailed(f"{what}\n{evidence}")
 
 
+@dataclass(frozen=True)
+class SaveMarks:
+    """Console lines of the dump service (regexes): dmesg saving starts, dump starts, dump saved."""
+
+    dmesg: str
+    dump: str
+    saved: str
+
+
+class Product(Protocol):
+    """The package under test: what a run needs to know that differs between kdumpd and a peer."""
+
+    name: str
+    marks: SaveMarks
+
+    def prepare(self, run: FullSystemRun) -> None:
+        """Get the packages onto the host (run as a phase of its own)."""
+
+    def install(self, run: FullSystemRun) -> None:
+        """Install in the running guest as a user would, armed afterwards; record facts."""
+
+    def ready_again(self, run: FullSystemRun, show: str) -> None:
+        """Check `kdump-config show` (``show``) once it is ready after a reboot."""
+
+
 class FullSystemRun:
     """One run: build inputs, boot, then the phases in order (see ``PHASES``)."""
 
-    def __init__(self, workdir: Path, log: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        log: Callable[[str], None] = print,
+        product: Product | None = None,
+        phases: tuple[str, ...] | None = None,
+        crashkernel: str = CRASHKERNEL,
+    ) -> None:
         self.workdir = workdir
         self.log = log
+        self.product: Product = product or KdumpdProduct()
+        self.phases = phases or self.PHASES
+        self.crashkernel = crashkernel
         self.report = Report()
         self.guest: Guest | None = None
         self.disk: Path | None = None
-        self.deb: Path | None = None
         self.dump: dict[str, Any] = {}
         self.dump_file = ""
 
     # --- bookkeeping --------------------------------------------------------------------------
 
     @contextmanager
-    def phase(self, name: str) -> Iterator[None]:
+    def phase(self, name: str, detail: str = "") -> Iterator[Phase]:
+        """A checked phase timed by the host's wall clock around it, unless the body sets the
+        yielded phase's ``seconds`` (a time taken from console events)."""
         self.log(f"[fullsystem] {name} ...")
         start = time.monotonic()
+        phase = Phase(name, True, None, detail)
         try:
-            yield
+            yield phase
         except (PhaseFailed, GuestError, image.ImageError, subprocess.CalledProcessError) as e:
             self.report.phases.append(Phase(name, False, time.monotonic() - start, str(e)))
             raise
-        self.report.phases.append(Phase(name, True, time.monotonic() - start, ""))
+        if phase.seconds is None:
+            phase.seconds = time.monotonic() - start
+        self.report.phases.append(phase)
 
     def timed(self, name: str, seconds: float, detail: str = "") -> None:
         """A phase timed from console events rather than by the host's wall clock around it."""
@@ -150,53 +194,58 @@ class FullSystemRun:
 
     # --- phases -------------------------------------------------------------------------------
 
+    def unit_start_seconds(self, unit: str) -> float:
+        """How long ``unit`` took from starting to active in its latest start (guest clock)."""
+        out = self.sh(
+            f"systemctl show {unit} -p InactiveExitTimestampMonotonic "
+            "-p ActiveEnterTimestampMonotonic"
+        )
+        stamps = dict(line.split("=", 1) for line in out.split())
+        start = int(stamps["InactiveExitTimestampMonotonic"])
+        active = int(stamps["ActiveEnterTimestampMonotonic"])
+        _check(0 < start <= active, f"{unit} has not started and become active", out)
+        return (active - start) / 1e6
+
     def build_inputs(self) -> None:
-        with self.phase("build-deb"):
-            prebuilt = os.environ.get("KDUMPD_DEB")
-            # KDUMPD_DEB: a package built elsewhere (a CI artefact, a downloaded .deb).
-            self.deb = Path(prebuilt) if prebuilt else self._build_deb()
-            self.report.facts[".deb"] = f"{self.deb.name}, {self.deb.stat().st_size} bytes"
+        self.product.prepare(self)
         with self.phase("image"):
             base = image.build_base_image()
             self.disk = image.make_overlay(base, self.workdir)
             self.base = base
-            self.report.facts["guest kernel"] = f"{base.release}, crashkernel={CRASHKERNEL}"
-
-    def _build_deb(self) -> Path:
-        out = subprocess.run(
-            ["bash", str(REPO / "packaging/build-deb.sh"), str(self.workdir / "deb")],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        _check(out.returncode == 0, "packaging/build-deb.sh failed", out.stderr[-3000:])
-        return Path(out.stdout.strip().splitlines()[-1])
+            self.report.facts["guest kernel"] = f"{base.release}, crashkernel={self.crashkernel}"
 
     def boot(self) -> None:
         with self.phase("boot"):
             assert self.disk is not None
-            self.guest = Guest(self.base, self.disk, self.workdir, APPEND)
+            self.guest = Guest(self.base, self.disk, self.workdir, APPEND + self.crashkernel)
             self.vm.wait_hello(timeout=600)
             reserved = self.sh("cat /sys/kernel/kexec_crash_size").strip()
             _check(int(reserved) > 0, "no crashkernel memory reserved", reserved)
 
     def install(self) -> None:
         with self.phase("install"):
-            assert self.deb is not None
-            self.vm.put("/root/kdumpd.deb", self.deb.read_bytes())
-            # The user's answer to "Should kdump be enabled by default?": yes. (The
-            # default-enable check says no on a 2 CPU / 2 GB VM, as Ubuntu's does.)
-            self.sh("echo 'kdumpd kdumpd/use_kdump boolean true' | debconf-set-selections")
-            out = self.vm.sh(
-                "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
-                "/root/kdumpd.deb 2>&1",
-                timeout=1200,
-            )
-            _check(out.rc == 0, "apt-get install ./kdumpd.deb failed", out)
-            initrds = self.sh("ls -l /var/lib/kdump/")
-            _check("initrd.img-" in initrds, "no capture initrd built at install", initrds)
-            built = re.search(r"kdumpd: built .*", out.out)
-            self.report.facts["capture initrd"] = built.group(0) if built else "?"
+            self.product.install(self)
+
+    def reboot(self, name: str) -> None:
+        """Reboot the armed guest; time the console's reboot line → `ready to kdump` again, and
+        the arming unit's start (guest clock: the capture initrd too if it is built at boot)."""
+        vm = self.vm
+        with self.phase(name, "console reboot line → ready") as phase:
+            mark = vm.mark()
+            vm.fire("systemctl reboot")
+            _, restart = vm.wait_console(r"reboot: Restarting system", 300, mark)
+            vm.wait_hello(timeout=600)
+            show = self.wait_ready(timeout=900)
+            phase.seconds = time.monotonic() - restart.t
+            self.product.ready_again(self, show)
+            armed = self.unit_start_seconds("kdump-tools.service")
+        self.timed(f"{name}: kdump-tools.service start", armed, "guest clock")
+
+    def first_boot(self) -> None:
+        self.reboot("reboot-to-ready, first boot after install")
+
+    def later_boot(self) -> None:
+        self.reboot("reboot-to-ready, later boot")
 
     def ready(self) -> None:
         with self.phase("ready"):
@@ -249,7 +298,9 @@ class FullSystemRun:
             i, capture = vm.wait_console(r"Linux version \d", 300, i + 1)
             first_capture_line = i
             i, service = vm.wait_console(r"Start(ing|ed) .*kdump-tools-dump", 600, i + 1)
+            first_service_line = i
             i, restart = vm.wait_console(r"reboot: Restarting system|Linux version \d", 1200, i + 1)
+            saving = vm.lines[first_service_line:i]
             capture_boot = vm.console_text(first_capture_line, i)
             if "Linux version" in restart.text:
                 # The capture kernel's own reboot message may be lost; the next kernel is not.
@@ -262,13 +313,33 @@ class FullSystemRun:
         self.timed("panic-to-capture-kernel", capture.t - panic.t)
         self.timed("capture-kernel-to-dump-service", service.t - capture.t)
         self.timed("dump-service", restart.t - service.t, "dump service start → reboot")
+        self._save_stages(saving)
         self.timed("panic-to-next-kernel", nxt.t - panic.t)
         self._capture_memory(capture_boot)
         with self.phase("ready-again"):
-            self.wait_ready(timeout=400)
+            show = self.wait_ready(timeout=400)
             t_ready = time.monotonic()
+            self.product.ready_again(self, show)
         self.timed("reboot-to-ready", t_ready - restart.t, "console reboot line → ready")
         self.timed("panic-to-ready", t_ready - panic.t)
+
+    def _save_stages(self, lines: list[ConsoleLine]) -> None:
+        """dmesg and dump saving, from the product's own console lines (host times)."""
+        marks = self.product.marks
+        found: dict[str, float] = {}
+        for line in lines:
+            for key, pattern in (
+                ("dmesg", marks.dmesg),
+                ("dump", marks.dump),
+                ("saved", marks.saved),
+            ):
+                if key not in found and re.search(pattern, line.text):
+                    found[key] = line.t
+        if len(found) < 3:
+            self.report.facts["dump service stages"] = f"not all found on the console: {found}"
+            return
+        self.timed("dump-service: dmesg", found["dump"] - found["dmesg"])
+        self.timed("dump-service: dump", found["saved"] - found["dump"])
 
     def _capture_memory(self, log: str) -> None:
         avail = [int(a) for a in re.findall(r"KDUMPD-TEST-MEM avail_kb=(\d+)", log)]
@@ -321,6 +392,24 @@ class FullSystemRun:
             if meta.get("peak_rss_bytes"):
                 self.report.facts["capture peak RSS"] = f"{meta['peak_rss_bytes'] / 2**20:.1f} MiB"
 
+    def dump_saved(self) -> None:
+        """The dump as a user finds it: /var/crash/<stamp>/dump.<stamp> beside dmesg.<stamp>."""
+        with self.phase("dump-saved"):
+            listing = self.sh("ls -ln /var/crash/*/")
+            dumps = re.findall(
+                r"^\S+\s+\d+\s+\d+\s+\d+\s+(\d+)\s.*\s(dump\.\d+\S*)$", listing, re.M
+            )
+            _check(len(dumps) == 1, "not exactly one dump.<stamp> under /var/crash", listing)
+            _check("dmesg." in listing, "no dmesg.<stamp> beside the dump", listing)
+            size, name = dumps[0]
+            path = self.sh(f"ls -d /var/crash/*/{name}").strip()
+            magic = self.sh(f"head -c 12 {path} | tr -c '[:print:]' .").strip()
+            self.dump_file = path
+            self.report.facts["dump size"] = (
+                f"{int(size) / 2**20:.1f} MiB ({path}, starts {magic!r})"
+            )
+            self.report.facts["dump directory"] = "\n" + listing.rstrip()
+
     def purge(self) -> None:
         with self.phase("purge"):
             out = self.vm.sh(
@@ -366,6 +455,7 @@ class FullSystemRun:
                 out.stdout,
             )
 
+    # ready, polkit, dump_listed and purge are kdumpd's own (its bus API and its package).
     PHASES = ("boot", "install", "ready", "polkit", "crash", "dump_listed", "purge", "drgn")
     # A failure here leaves the guest usable for the phases after it (the run goes on, the
     # failure is still reported); any other failure ends the run.
@@ -375,7 +465,7 @@ class FullSystemRun:
         self.report.facts["host load at start"] = Path("/proc/loadavg").read_text().strip()
         try:
             self.build_inputs()
-            for name in self.PHASES:
+            for name in self.phases:
                 try:
                     getattr(self, name)()
                 except (PhaseFailed, GuestError):
@@ -389,6 +479,69 @@ class FullSystemRun:
                 (self.workdir / "console.log.txt").write_text(self.guest.console_text(timed=True))
                 self.guest.close()
         return self.report
+
+
+class KdumpdProduct:
+    """The freshly built kdumpd .deb (or ``KDUMPD_DEB``), installed with apt."""
+
+    name = "kdumpd"
+    marks = SaveMarks(
+        dmesg=r"kdumpd-capture: saving to ",
+        dump=r"kdumpd-capture: saved dmesg",
+        saved=r"kdumpd-capture: saved the dump",
+    )
+
+    def __init__(self) -> None:
+        self.deb: Path | None = None
+
+    def prepare(self, run: FullSystemRun) -> None:
+        with run.phase("build-deb"):
+            prebuilt = os.environ.get("KDUMPD_DEB")
+            # KDUMPD_DEB: a package built elsewhere (a CI artefact, a downloaded .deb).
+            self.deb = Path(prebuilt) if prebuilt else self._build_deb(run.workdir / "deb")
+            run.report.facts[".deb"] = f"{self.deb.name}, {self.deb.stat().st_size} bytes"
+
+    @staticmethod
+    def _build_deb(out_dir: Path) -> Path:
+        out = subprocess.run(
+            ["bash", str(REPO / "packaging/build-deb.sh"), str(out_dir)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        _check(out.returncode == 0, "packaging/build-deb.sh failed", out.stderr[-3000:])
+        return Path(out.stdout.strip().splitlines()[-1])
+
+    def install(self, run: FullSystemRun) -> None:
+        assert self.deb is not None
+        run.vm.put("/root/kdumpd.deb", self.deb.read_bytes())
+        # The user's answer to "Should kdump be enabled by default?": yes. (The
+        # default-enable check says no on a 2 CPU / 2 GB VM, as Ubuntu's does.)
+        run.sh("echo 'kdumpd kdumpd/use_kdump boolean true' | debconf-set-selections")
+        out = run.vm.sh(
+            "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
+            "/root/kdumpd.deb 2>&1",
+            timeout=1200,
+        )
+        _check(out.rc == 0, "apt-get install ./kdumpd.deb failed", out)
+        initrds = run.sh("ls -l /var/lib/kdump/")
+        _check("initrd.img-" in initrds, "no capture initrd built at install", initrds)
+        built = re.search(r"kdumpd: built .*", out.out)
+        run.report.facts["capture initrd"] = built.group(0) if built else "?"
+        armed = run.unit_start_seconds("kdump-tools.service")
+        run.report.facts["kdump-tools.service start at install"] = f"{armed:.1f} s"
+
+    def ready_again(self, run: FullSystemRun, show: str) -> None:
+        # Right after install it legitimately says Unknown; after a reboot the early-boot
+        # meminfo snapshot (units/kdump-tools.service) gives a number.
+        size = re.search(r"^crashkernel suggested size: (\d+)M", show, re.M)
+        _check(size is not None, "`kdump-config show` has no suggested size after a reboot", show)
+        assert size is not None
+        run.report.facts["crashkernel suggested size"] = f"{size.group(1)}M"
+
+
+# The phases the bench runs on every product: the same install → reboots → crash → dump cycle.
+PEER_CYCLE = ("boot", "install", "first_boot", "later_boot", "crash", "dump_saved")
 
 
 def main() -> int:
