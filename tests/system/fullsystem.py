@@ -194,17 +194,23 @@ class FullSystemRun:
 
     # --- phases -------------------------------------------------------------------------------
 
-    def unit_start_seconds(self, unit: str) -> float:
-        """How long ``unit`` took from starting to active in its latest start (guest clock)."""
-        out = self.sh(
-            f"systemctl show {unit} -p InactiveExitTimestampMonotonic "
-            "-p ActiveEnterTimestampMonotonic"
-        )
-        stamps = dict(line.split("=", 1) for line in out.split())
-        start = int(stamps["InactiveExitTimestampMonotonic"])
-        active = int(stamps["ActiveEnterTimestampMonotonic"])
-        _check(0 < start <= active, f"{unit} has not started and become active", out)
-        return (active - start) / 1e6
+    def unit_start_seconds(self, unit: str, timeout: float = 300) -> float:
+        """How long ``unit`` took from starting to active in its latest start (guest clock).
+        Waits for it to become active: kexec may have loaded (`ready to kdump`) a moment before
+        the unit's process ends."""
+        deadline = time.monotonic() + timeout
+        while True:
+            out = self.sh(
+                f"systemctl show {unit} -p InactiveExitTimestampMonotonic "
+                "-p ActiveEnterTimestampMonotonic"
+            )
+            stamps = dict(line.split("=", 1) for line in out.split())
+            start = int(stamps["InactiveExitTimestampMonotonic"])
+            active = int(stamps["ActiveEnterTimestampMonotonic"])
+            if 0 < start <= active:
+                return (active - start) / 1e6
+            _check(time.monotonic() < deadline, f"{unit} has not started and become active", out)
+            time.sleep(1)
 
     def build_inputs(self) -> None:
         self.product.prepare(self)
