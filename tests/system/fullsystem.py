@@ -270,7 +270,10 @@ class FullSystemRun:
 
     def polkit(self) -> None:
         with self.phase("polkit"):
-            call = f"busctl call {BUS[0]} {BUS[1]} {MANAGER}"
+            # Arm and Disarm answer once systemd has run kdump-tools.service. Under emulation on
+            # a busy host the kexec_file_load alone can outlast busctl's default 25 s timeout
+            # (on hardware it takes well under a second).
+            call = f"busctl --timeout=600 call {BUS[0]} {BUS[1]} {MANAGER}"
             denied = self.vm.sh(f"{call} Disarm 'a{{sv}}' 0", user=image.GUEST_USER)
             _check(denied.rc != 0, "an unprivileged Disarm was not refused", denied)
             _check(
@@ -282,12 +285,12 @@ class FullSystemRun:
                 denied,
             )
             _check(self.state() == 's "ready"', "a refused Disarm changed State", self.state())
-            self.sh(f"{call} Disarm 'a{{sv}}' 0")
+            self.sh(f"{call} Disarm 'a{{sv}}' 0", timeout=600)
             disarmed = self.state()
             _check(disarmed != 's "ready"', "State still ready after root's Disarm", disarmed)
             loaded = self.sh("cat /sys/kernel/kexec_crash_loaded").strip()
             _check(loaded == "0", "the capture kernel is still loaded after Disarm", loaded)
-            self.sh(f"{call} Arm 'a{{sv}}' 0")
+            self.sh(f"{call} Arm 'a{{sv}}' 0", timeout=600)
             armed = self.state()
             _check(armed == 's "ready"', "State not ready again after Arm", armed)
             loaded = self.sh("cat /sys/kernel/kexec_crash_loaded").strip()
