@@ -106,6 +106,7 @@ def test_manual_pages_are_found_by_name(deb: Path, tmp_path: Path) -> None:
         "/lib/systemd/system/kdump-tools.service",
         "/lib/systemd/system/kdump-tools-dump.service",
         "/lib/systemd/system/kdumpd.service",
+        "/lib/systemd/system/kdumpd-meminfo.service",
         "/usr/share/dbus-1/system.d/org.kdumpd.Kdump1.conf",
         "/usr/share/dbus-1/system-services/org.kdumpd.Kdump1.service",
         "/usr/share/dbus-1/interfaces/org.kdumpd.Kdump1.Manager.xml",
@@ -184,6 +185,9 @@ def test_conffiles_and_enabled_units(deb: Path, tmp_path: Path) -> None:
     assert "ucf --debconf-ok" in postinst
     assert "deb-systemd-helper enable 'kdump-tools.service'" in postinst
     assert "deb-systemd-invoke $_dh_action 'kdump-tools.service'" in postinst
+    # The early-boot memory snapshot runs at boot only: enabled, not started by the install.
+    assert "deb-systemd-helper enable 'kdumpd-meminfo.service'" in postinst
+    assert "deb-systemd-invoke $_dh_action 'kdumpd-meminfo.service'" not in postinst
     # kdumpd.service is started by the bus; kdump-tools-dump.service only in the capture boot.
     assert "deb-systemd-invoke $_dh_action 'kdumpd.service'" not in postinst
     assert "deb-systemd-invoke $_dh_action 'kdump-tools-dump.service'" not in postinst

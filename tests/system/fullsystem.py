@@ -542,7 +542,7 @@ class KdumpdProduct:
 
     def ready_again(self, run: FullSystemRun, show: str) -> None:
         # Right after install it legitimately says Unknown; after a reboot the early-boot
-        # meminfo snapshot (units/kdump-tools.service) gives a number.
+        # meminfo snapshot (units/kdumpd-meminfo.service) gives a number.
         size = re.search(r"^crashkernel suggested size: (\d+)M", show, re.M)
         _check(size is not None, "`kdump-config show` has no suggested size after a reboot", show)
         assert size is not None

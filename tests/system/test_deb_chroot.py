@@ -29,6 +29,7 @@ def test_preseeded_answer_becomes_use_kdump(root: Path, answer: str, expected: s
     assert (root / "var/lib/kdump").is_dir() and (root / "var/crash").is_dir()
     # Enabled at boot (basic.target), the bus-activated daemon is not.
     assert (root / "etc/systemd/system/basic.target.wants/kdump-tools.service").is_symlink()
+    assert (root / "etc/systemd/system/basic.target.wants/kdumpd-meminfo.service").is_symlink()
     assert not list((root / "etc/systemd/system").rglob("kdumpd.service"))
     # Every other line is the shipped template, comments and all.
     template = (root / "usr/share/kdumpd/kdump-tools.conf").read_text().splitlines()
@@ -62,6 +63,7 @@ def test_purge_removes_what_it_created(root: Path) -> None:
         "etc/kdump/sysctl.conf",
         "etc/kernel/postinst.d/kdump-tools",
         "etc/systemd/system/basic.target.wants/kdump-tools.service",
+        "etc/systemd/system/basic.target.wants/kdumpd-meminfo.service",
         "usr/sbin/kdump-config",
     ):
         assert not (root / path).exists(), path
