@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from kdumpd.capture_kernel import (
+    INITRD_LINK,
     capture_cmdline,
     image_exists,
     locate_capture_kernel,
@@ -140,6 +141,16 @@ def ensure_links(root: SystemRoot, release: str, replace: bool = False) -> list[
             raise ArmError(f"cannot link {link} to {target}: {exc.strerror}") from exc
         made.append(f"Creating symlink {link}.")
     return made
+
+
+def missing_default_initrd(root: SystemRoot, config: Config, release: str) -> str | None:
+    """The capture initrd to build for ``release`` before loading: the target of the default
+    KDUMP_INITRD link when neither exists. None when there is one, or when KDUMP_INITRD names
+    an initrd of the administrator's own (never built over)."""
+    if config.initrd != INITRD_LINK or image_exists(root, INITRD_LINK):
+        return None
+    initrd = wanted_links(root, release)[INITRD_LINK]
+    return None if image_exists(root, initrd) else initrd
 
 
 def read_loaded(root: SystemRoot) -> bool | None:

@@ -15,6 +15,7 @@ from kdumpd.arming import (
     Arming,
     ensure_links,
     kernel_updates_hotplug,
+    missing_default_initrd,
     plan_from_config,
     read_loaded,
     running_release,
@@ -73,7 +74,9 @@ def _via_daemon(root: SystemRoot, member: str, options: dict[str, bool] | None) 
 
 
 def _load_here(root: SystemRoot, config: Config, reload: bool) -> None:
-    emit(*ensure_links(root, running_release(root)))
+    release = running_release(root)
+    _build_missing_initrd(root, config, release)
+    emit(*ensure_links(root, release))
     arming = Arming(root, port_for(root))
     plan = plan_from_config(root, config)
     record = arming.reload(plan) if reload else arming.load(plan)
@@ -141,6 +144,17 @@ def symlinks(ctx: Context, args: list[str]) -> int:
         _build_initrd(root, release, initrd)
     emit(*ensure_links(root, release, replace=True))
     return EXIT_OK
+
+
+def _build_missing_initrd(root: SystemRoot, config: Config, release: str) -> None:
+    """Build the running kernel's capture initrd if the default link has nothing to point at, as
+    kdump-tools' load does: an install from a chroot (an installer, mmdebstrap) defers the build
+    to the first boot. Only on this machine; elsewhere the readiness check names what is missing."""
+    initrd = missing_default_initrd(root, config, release)
+    if initrd is None or str(root.base) != "/" or not root.path(POSTINST_HOOK).exists():
+        return
+    _warn(f"{initrd} is missing: building it")
+    _build_initrd(root, release, initrd)
 
 
 def _build_initrd(root: SystemRoot, release: str, initrd: str) -> None:

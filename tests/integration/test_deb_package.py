@@ -107,6 +107,7 @@ def test_manual_pages_are_found_by_name(deb: Path, tmp_path: Path) -> None:
         "/lib/systemd/system/kdump-tools-dump.service",
         "/lib/systemd/system/kdumpd.service",
         "/lib/systemd/system/kdumpd-meminfo.service",
+        "/lib/systemd/system/kdumpd-initrd.service",
         "/usr/share/dbus-1/system.d/org.kdumpd.Kdump1.conf",
         "/usr/share/dbus-1/system-services/org.kdumpd.Kdump1.service",
         "/usr/share/dbus-1/interfaces/org.kdumpd.Kdump1.Manager.xml",
@@ -191,6 +192,8 @@ def test_conffiles_and_enabled_units(deb: Path, tmp_path: Path) -> None:
     # kdumpd.service is started by the bus; kdump-tools-dump.service only in the capture boot.
     assert "deb-systemd-invoke $_dh_action 'kdumpd.service'" not in postinst
     assert "deb-systemd-invoke $_dh_action 'kdump-tools-dump.service'" not in postinst
+    # kdump-tools.service pulls in the initrd build when it is missing.
+    assert "deb-systemd-invoke $_dh_action 'kdumpd-initrd.service'" not in postinst
     templates = (tmp_path / "templates").read_text()
     assert "Template: kdumpd/use_kdump" in templates
     assert "Should kdump be enabled by default?" in templates

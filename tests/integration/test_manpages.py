@@ -267,6 +267,7 @@ def test_units_point_to_these_pages(repo: Path) -> None:
         "kdump-tools-dump.service": ["kdumpd-capture", "kdump-config"],
         "kdump-tools.service": ["kdump-config"],
         "kdumpd-meminfo.service": ["kdump-config"],
+        "kdumpd-initrd.service": ["kdump-config"],
         "kdumpd.service": ["kdumpd", "kdump-config"],
     }
     assert {name for names in refs.values() for name in names} == set(PAGES)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from machines import RELEASE, Machine, build_machine
 
+from kdumpd.arming import missing_default_initrd
 from kdumpd.config import load_config
 from kdumpd.sshkey import PropagateError, propagate_key
 from kdumpd.system import SystemRoot
@@ -57,6 +58,25 @@ def test_load_repairs_missing_links(machine: Machine) -> None:
     assert done.returncode == 0, done.stderr
     assert "Creating symlink /var/lib/kdump/vmlinuz." in done.stdout
     assert os.readlink(machine.root / "var/lib/kdump/vmlinuz") == f"/boot/vmlinuz-{RELEASE}"
+
+
+def test_a_missing_default_initrd_is_the_one_to_build(machine: Machine) -> None:
+    root = SystemRoot(machine.root)
+    built = f"/var/lib/kdump/initrd.img-{RELEASE}"
+    assert missing_default_initrd(root, load_config(root), RELEASE) is None
+    (machine.root / built.lstrip("/")).unlink()  # as an install from a chroot leaves it
+    assert missing_default_initrd(root, load_config(root), RELEASE) == built
+    (machine.root / "var/lib/kdump/initrd.img").unlink(missing_ok=True)
+    assert missing_default_initrd(root, load_config(root), RELEASE) == built
+    config = machine.root / "etc/default/kdump-tools"
+    config.write_text(config.read_text() + "KDUMP_INITRD=/srv/my-initrd\n")
+    assert missing_default_initrd(root, load_config(root), RELEASE) is None  # the admin's own
+    # Not this machine (--root): nothing is built, the error says what is missing.
+    config.write_text(config.read_text().replace("KDUMP_INITRD=/srv/my-initrd\n", ""))
+    done = kdump_config(machine, "load", "--local")
+    assert done.returncode != 0 and done.stderr.count("\n") == 1, done.stderr
+    assert "/var/lib/kdump/initrd.img does not exist" in done.stderr
+    assert "building it" not in done.stderr
 
 
 def test_disabled_config_does_not_load(machine: Machine) -> None:
