@@ -12,8 +12,6 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,7 +130,7 @@ class LinuxKexec:
     """The real kernel: ``syscall(__NR_kexec_file_load, …)`` and ``/sbin/kexec``."""
 
     def __init__(self, machine: str | None = None) -> None:
-        self._nr = SYSCALL_NUMBERS.get(machine or platform.machine())
+        self._nr = SYSCALL_NUMBERS.get(machine or os.uname().machine)
         self._libc = ctypes.CDLL(None, use_errno=True)
         self._libc.syscall.restype = ctypes.c_long
 
@@ -169,6 +167,10 @@ class LinuxKexec:
             raise OSError(err, os.strerror(err))
 
     def run_kexec(self, argv: Sequence[str]) -> tuple[int, str]:
+        # Imported here: only the legacy fallback runs a program, and every import is start-up
+        # time of the boot-time `kdump-config load` (seconds under emulation).
+        import subprocess
+
         try:
             proc = subprocess.run(
                 list(argv), capture_output=True, text=True, timeout=120, check=False

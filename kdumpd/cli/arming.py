@@ -7,7 +7,6 @@ and the output is the same either way) and act on the machine directly otherwise
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections.abc import Sequence
 
@@ -25,7 +24,6 @@ from kdumpd.cli.context import EXIT_OK, Context, emit
 from kdumpd.config import Config, load_config
 from kdumpd.errors import KdumpdError, UsageError
 from kdumpd.kexec import port_for
-from kdumpd.sshkey import propagate_key
 from kdumpd.system import SystemRoot
 
 LOADED = "loaded kdump kernel"
@@ -163,6 +161,8 @@ def _build_initrd(root: SystemRoot, release: str, initrd: str) -> None:
         raise SymlinksError(
             f"{initrd} does not exist: build it with {POSTINST_HOOK} {release} on that system"
         )
+    import subprocess  # rarely needed: not part of the boot-time load's start-up
+
     status = subprocess.run([str(hook), release], check=False).returncode
     if status != 0 or not image_exists(root, initrd):
         raise SymlinksError(f"{POSTINST_HOOK} {release} failed to build {initrd}")
@@ -170,6 +170,8 @@ def _build_initrd(root: SystemRoot, release: str, initrd: str) -> None:
 
 def _interactive(argv: Sequence[str]) -> tuple[int, str]:
     """ssh-copy-id may ask for the remote password: give it the terminal."""
+    import subprocess  # only propagate runs a program here
+
     try:
         return subprocess.run(list(argv), check=False).returncode, ""
     except FileNotFoundError:
@@ -179,6 +181,8 @@ def _interactive(argv: Sequence[str]) -> tuple[int, str]:
 def propagate(ctx: Context, args: list[str]) -> int:
     # Always here: the password prompt needs this terminal, which the daemon does not have.
     _local(ctx, "propagate", args)
+    from kdumpd.sshkey import propagate_key  # SSH set-up stays out of the load path's imports
+
     done = propagate_key(ctx.root, load_config(ctx.root), runner=_interactive)
     emit(*done.messages())
     return EXIT_OK
