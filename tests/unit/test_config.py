@@ -51,6 +51,17 @@ def test_shipped_file_parses_exactly(name: str) -> None:
     assert [k for k, _ in config.values] == [v.name for v in VARIABLES]
 
 
+def test_our_shipped_file_asks_for_zstd_pages() -> None:
+    """The package's /etc/default/kdump-tools: kdump-tools' defaults except the page codec."""
+    from kdumpd.savecore.engine import capture_options
+
+    path = Path(__file__).resolve().parents[2] / "packaging" / "kdump-tools.conf"
+    config = parse_config(path.read_text(), str(path))
+    options = capture_options(config.makedump_args, config.path)
+    assert (options.compression, options.dump_level) == ("zstd", 31)
+    assert parse_config("").value("MAKEDUMP_ARGS") == "-F -c -d 31"  # unset: zlib, as before
+
+
 def test_every_variable_has_its_kdump_tools_default() -> None:
     config = parse_config("")
     assert dict(config.values) == {
