@@ -48,35 +48,50 @@ def test_qemu_elf_input(vmcore_qemu: GeneratedVmcore, tmp_path: Path) -> None:
     assert assert_same_pages_libkdumpfile(out, vmcore_qemu.vmcore) == kept
 
 
-RSS_LIMIT_KIB = 48 * 1024
-# VmHWM, not ru_maxrss: the latter keeps the forking pytest process's size across exec.
+ANON_LIMIT_KIB = 32 * 1024
+# What must fit in the crashkernel reservation is the process's anonymous memory. Its clean,
+# file-backed pages (numpy's libraries, the cached input file) are reclaimable, and in a capture
+# kernel /proc/vmcore is not page cache at all; how many of them a run maps depends on the host's
+# page cache: VmHWM was 40-42 MiB in one clone of the tree and 47-49 MiB in a fresh one, with
+# the same anonymous memory. So the anonymous peak is sampled (every 2 ms, from /proc/self/statm:
+# resident minus file-backed/shared) and VmHWM, not ru_maxrss (which keeps the forking pytest
+# process's size across exec), is reported beside it.
 _MEASURED = (
-    "import sys\n"
+    "import sys, threading, time\n"
+    "peak = [0]\n"
+    "def sample():\n"
+    "    while True:\n"
+    "        resident, shared = map(int, open('/proc/self/statm').read().split()[1:3])\n"
+    "        peak[0] = max(peak[0], (resident - shared) * 4)\n"
+    "        time.sleep(0.002)\n"
+    "threading.Thread(target=sample, daemon=True).start()\n"
     "from kdumpd.cli.capture import main\n"
     "rc = main(sys.argv[1:])\n"
     "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0].split()[1]\n"
-    "print('maxrss', hwm, file=sys.stderr)\n"
+    "print('memory', peak[0], hwm, file=sys.stderr)\n"
     "sys.exit(rc)\n"
 )
 
 
-def _peak_rss_kib(*args: str | Path) -> int:
+def _peak_kib(*args: str | Path) -> tuple[int, int]:
+    """(anonymous peak, VmHWM) of one capture, in KiB."""
     proc = subprocess.run(
         [sys.executable, "-c", _MEASURED, *map(str, args)], capture_output=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr.decode()
-    return int(proc.stderr.decode().split("maxrss")[-1])
+    anon, hwm = proc.stderr.decode().split("memory")[-1].split()
+    return int(anon), int(hwm)
 
 
-def test_peak_rss_stays_under_48_mib_as_input_grows(
+def test_anonymous_memory_stays_flat_and_small_as_input_grows(
     fixture_vmcore: Path, vmcore_6_12: GeneratedVmcore, tmp_path: Path
 ) -> None:
     """The whole process (interpreter, numpy, buffers) on a 0.6 GB and a 1.5 GB vmcore."""
-    small = _peak_rss_kib("-d", "31", "--message-level", "0", fixture_vmcore, tmp_path / "a")
-    large = _peak_rss_kib("-d", "31", "--message-level", "0", vmcore_6_12.vmcore, tmp_path / "b")
-    print(f"peak RSS: {small} KiB (0.6 GB vmcore), {large} KiB (1.5 GB vmcore)")
-    assert small <= RSS_LIMIT_KIB and large <= RSS_LIMIT_KIB, (small, large)
-    assert large - small < 4 * 1024, (small, large)  # flat: bitmaps grow by 2 bits per page
+    small = _peak_kib("-d", "31", "--message-level", "0", fixture_vmcore, tmp_path / "a")
+    large = _peak_kib("-d", "31", "--message-level", "0", vmcore_6_12.vmcore, tmp_path / "b")
+    print(f"anonymous peak, VmHWM: {small} KiB (0.6 GB vmcore), {large} KiB (1.5 GB vmcore)")
+    assert small[0] <= ANON_LIMIT_KIB and large[0] <= ANON_LIMIT_KIB, (small, large)
+    assert large[0] - small[0] < 4 * 1024, (small, large)  # flat: bitmaps grow 2 bits per page
 
 
 def test_root_option_reads_proc_vmcore_under_it(fixture_vmcore: Path, tmp_path: Path) -> None:
