@@ -149,21 +149,25 @@ def _build_missing_initrd(root: SystemRoot, config: Config, release: str) -> Non
     kdump-tools' load does: an install from a chroot (an installer, mmdebstrap) defers the build
     to the first boot. Only on this machine; elsewhere the readiness check names what is missing."""
     initrd = missing_default_initrd(root, config, release)
-    if initrd is None or str(root.base) != "/" or not root.path(POSTINST_HOOK).exists():
+    if initrd is None or not _can_build_here(root):
         return
     _warn(f"{initrd} is missing: building it")
     _build_initrd(root, release, initrd)
 
 
+def _can_build_here(root: SystemRoot) -> bool:
+    """The kernel hook builds initrds for the machine it runs on, never for a tree under --root."""
+    return str(root.base) == "/" and root.path(POSTINST_HOOK).exists()
+
+
 def _build_initrd(root: SystemRoot, release: str, initrd: str) -> None:
-    hook = root.path(POSTINST_HOOK)
-    if str(root.base) != "/" or not hook.exists():
+    if not _can_build_here(root):
         raise SymlinksError(
             f"{initrd} does not exist: build it with {POSTINST_HOOK} {release} on that system"
         )
     import subprocess  # rarely needed: not part of the boot-time load's start-up
 
-    status = subprocess.run([str(hook), release], check=False).returncode
+    status = subprocess.run([str(root.path(POSTINST_HOOK)), release], check=False).returncode
     if status != 0 or not image_exists(root, initrd):
         raise SymlinksError(f"{POSTINST_HOOK} {release} failed to build {initrd}")
 

@@ -15,15 +15,20 @@ SCRIPT = REPO / "units" / "kdumpd-dump-generator"
 DROP_IN = "kdump-tools-dump.service.d/50-kdumpd-targets.conf"
 
 
-def _generate(root: Path, out: Path, pythonpath: Path) -> subprocess.CompletedProcess[str]:
+def _run(root: Path, pythonpath: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "KDUMPD_ROOT": str(root), "PYTHONPATH": str(pythonpath)}
     return subprocess.run(
-        [str(SCRIPT), str(out), str(out / "early"), str(out / "late")],
+        [str(SCRIPT), *args],
         env=env,
         capture_output=True,
         text=True,
         check=False,
     )
+
+
+def _generate(root: Path, out: Path, pythonpath: Path) -> subprocess.CompletedProcess[str]:
+    """As systemd runs it: the normal, early and late generator directories."""
+    return _run(root, pythonpath, str(out), str(out / "early"), str(out / "late"))
 
 
 def _tracing_package(tmp_path: Path) -> tuple[Path, Path]:
@@ -66,11 +71,5 @@ def test_usage_without_a_directory(tmp_path: Path) -> None:
     root = tmp_path / "root"
     (root / "proc").mkdir(parents=True)
     (root / "proc/vmcore").write_bytes(b"\x7fELF")
-    done = subprocess.run(
-        [str(SCRIPT)],
-        env={**os.environ, "KDUMPD_ROOT": str(root), "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    done = _run(root, REPO)
     assert done.returncode == 2 and "usage: kdumpd-dump-generator" in done.stderr
