@@ -1,7 +1,7 @@
 """How much crash memory this machine needs, and whether kdump should be on by default.
 
 :func:`suggested_size_mib` is kdump-tools' ``crashkernel_estimate`` (the ``crashkernel suggested
-size`` line of ``kdump-config show``), all in MiB:
+size`` line of ``kdump-config show``) plus the capture tool's own memory, all in MiB:
 
 * kernel file size x 6 (x86, s390x), x 2 (ppc) or x 4 (others): the decompressed kernel;
 * + initrd file size + its decompressed size (recorded when the kdump initrd was built);
@@ -10,7 +10,9 @@ size`` line of ``kdump-config show``), all in MiB:
 * - on x86 only, what the extra CPUs and RAM of the normal boot cost: (CPUs - 1) at 5000, 3500,
   2500 KiB per CPU in buckets up to 32, 64 and beyond, plus (GiB + 1) at 6000 KiB for the first
   32 GiB and 600 KiB per GiB after;
-* never below decompressed kernel + both initrd sizes + 32.
+* + kdumpd-capture's own memory (:data:`CAPTURE_TOOL_MIB`), which kdump-tools' formula, sized
+  for makedumpfile, leaves out;
+* never below decompressed kernel + both initrd sizes + 32 + kdumpd-capture's own memory.
 
 File sizes are rounded up to whole MiB, as ``du -m`` does. :func:`default_enable_checks` is
 Ubuntu's ``kdump_set_default`` (installer heuristic), one result per condition.
@@ -27,6 +29,13 @@ from kdumpd.machine import parse_meminfo
 from kdumpd.system import SystemRoot
 
 MIN_EXTRA_MIB = 32
+# What kdumpd-capture holds beyond makedumpfile: Python, numpy and zstd state, its anonymous
+# peak. Measured (bench/capture_bench.py): 23-27 MiB against makedumpfile's 0.6 MiB, flat in
+# the vmcore's size; tests/integration bound it at 32 MiB. Without this term the suggestion is
+# too small for us: on a 2 GiB, 2 CPU Debian 12 guest kdump-tools' formula says 107-115M, and
+# the full-system capture at crashkernel=112M saved dmesg, then crawled (3 % in 3 minutes,
+# MemAvailable 12 MiB) while 128M saved the dump in 21 s.
+CAPTURE_TOOL_MIB = 24
 
 
 def early_boot_used_kib(meminfo_kib: Mapping[str, int]) -> int:
@@ -85,8 +94,8 @@ def suggested_size_mib(
     initrd = initrd_mib + initrd_decompressed_mib
     used = early_boot_used_kib(meminfo_kib) // 1024
     surplus = cpu_ram_surplus_mib(arch, cpus, meminfo_kib["MemTotal"])
-    estimate = kernel + initrd + used - surplus
-    minimum = kernel + initrd + MIN_EXTRA_MIB
+    estimate = kernel + initrd + used - surplus + CAPTURE_TOOL_MIB
+    minimum = kernel + initrd + MIN_EXTRA_MIB + CAPTURE_TOOL_MIB
     if estimate < minimum:
         return Estimate(minimum, clamped=True)
     return Estimate(estimate)

@@ -37,7 +37,7 @@ def test_show_status_test_json_on_a_fake_machine(tmp_path: Path) -> None:
     data = json.loads(run("show", "--json", "--root", str(tmp_path)).stdout)
     assert data["state"] == "ready"
     assert data["crashkernel"]["reserved_bytes"] == 320 << 20
-    assert data["suggested"]["text"] == "417M"
+    assert data["suggested"]["text"] == "441M"
     assert data["config"]["USE_KDUMP"] == "1"
     dry = run("--root", str(tmp_path), "test")
     assert dry.returncode == 0

@@ -8,6 +8,7 @@ import pytest
 
 from kdumpd.crashkernel import GiB
 from kdumpd.memory_estimate import (
+    CAPTURE_TOOL_MIB,
     cpu_ram_surplus_mib,
     default_enable_checks,
     estimate_for_machine,
@@ -20,7 +21,8 @@ KIB_PER_GIB = 1 << 20
 
 
 def test_estimate_arithmetic() -> None:
-    # 15M kernel x6 + 30M + 60M initrd + 269M used - 32M surplus (3 extra CPUs, 3 GiB)
+    # kdump-tools' 15M kernel x6 + 30M + 60M initrd + 269M used - 32M surplus (3 extra CPUs,
+    # 3 GiB) = 417M, and kdumpd-capture's own 24M
     meminfo = {
         "MemTotal": 2662 * 1024,
         "MemFree": (2662 - 269 - 150) * 1024,
@@ -36,7 +38,8 @@ def test_estimate_arithmetic() -> None:
         initrd_mib=30,
         initrd_decompressed_mib=60,
     )
-    assert (est.mib, est.clamped, str(est)) == (417, False, "417M")
+    assert CAPTURE_TOOL_MIB == 24
+    assert (est.mib, est.clamped, str(est)) == (441, False, "441M")
     arm = suggested_size_mib(
         arch="aarch64",
         cpus=64,
@@ -45,7 +48,7 @@ def test_estimate_arithmetic() -> None:
         initrd_mib=30,
         initrd_decompressed_mib=60,
     )
-    assert arm.mib == 4 * 15 + 90 + 269  # no surplus outside x86
+    assert arm.mib == 4 * 15 + 90 + 269 + 24  # no surplus outside x86
     tiny = suggested_size_mib(
         arch="x86_64",
         cpus=256,
@@ -54,7 +57,7 @@ def test_estimate_arithmetic() -> None:
         initrd_mib=30,
         initrd_decompressed_mib=60,
     )
-    assert (tiny.mib, tiny.clamped) == (90 + 90 + 32, True)
+    assert (tiny.mib, tiny.clamped) == (90 + 90 + 32 + 24, True)
 
 
 @pytest.mark.parametrize(
@@ -74,7 +77,7 @@ def test_estimate_from_machine_files_and_unknown_reasons(tmp_path: Path) -> None
     build_machine(tmp_path)
     root = SystemRoot(tmp_path)
     kernel, initrd = "/var/lib/kdump/vmlinuz", "/var/lib/kdump/initrd.img"
-    assert str(estimate_for_machine(root, "x86_64", 4, kernel, initrd)) == "417M"
+    assert str(estimate_for_machine(root, "x86_64", 4, kernel, initrd)) == "441M"
     assert str(estimate_for_machine(root, "x86_64", 4, kernel, None)) == (
         "Unknown (can't parse kernel version from initrd filename)"
     )

@@ -19,7 +19,7 @@ LINKS = [
     f"   /var/lib/kdump/initrd.img: symbolic link to /var/lib/kdump/initrd.img-{RELEASE}",
 ]
 TOO_SMALL = (
-    "  - crashkernel-too-small (warning): 320M reserved is less than the suggested 417M: the"
+    "  - crashkernel-too-small (warning): 320M reserved is less than the suggested 441M: the"
     " capture kernel may run out of memory; raise crashkernel= in"
     " /etc/default/grub.d/kdump-tools.cfg, run update-grub and reboot"
 )
@@ -59,7 +59,7 @@ def test_ubuntu_3g_tiered_crashkernel(tmp_path: Path, capsys: pytest.CaptureFixt
             *LINKS,
             "current state:    ready to kdump",
             "",
-            "crashkernel suggested size: 417M",
+            "crashkernel suggested size: 441M",
             "crashkernel reserved: 0x0000000060000000 - 0x0000000074000000 (320 MB)",
             "",
             "kexec command:",
@@ -82,7 +82,7 @@ def test_no_crashkernel(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert lines[7:] == [
         "current state:    Not ready to kdump",
         "",
-        "crashkernel suggested size: 417M",
+        "crashkernel suggested size: 441M",
         "crashkernel reserved: none (no crashkernel= on the kernel command line)",
         "",
         "kexec command:",
@@ -90,7 +90,7 @@ def test_no_crashkernel(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
         "",
         "problems:",
         "  - crashkernel-missing: crashkernel= is not on the kernel command line: add"
-        " crashkernel=512M-:417M to GRUB_CMDLINE_LINUX_DEFAULT (kdumpd installs"
+        " crashkernel=512M-:441M to GRUB_CMDLINE_LINUX_DEFAULT (kdumpd installs"
         " /etc/default/grub.d/kdump-tools.cfg), run update-grub and reboot",
         NOT_LOADED,
     ]
@@ -124,7 +124,7 @@ def test_one_gb_machine(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert lines[7:] == [
         "current state:    Not ready to kdump",
         "",
-        "crashkernel suggested size: 429M",
+        "crashkernel suggested size: 453M",
         "crashkernel reserved: none (crashkernel=2G-4G:320M,4G-32G:512M,32G-64G:1024M,"
         "64G-128G:2048M,128G-:4096M)",
         "",
