@@ -34,7 +34,7 @@ MIN_EXTRA_MIB = 32
 # the vmcore's size; tests/integration bound it at 32 MiB. Without this term the suggestion is
 # too small for us: on a 2 GiB, 2 CPU Debian 12 guest kdump-tools' formula says 107-115M, and
 # the full-system capture at crashkernel=112M saved dmesg, then crawled (3 % in 3 minutes,
-# MemAvailable 12 MiB) while 128M saved the dump in 21 s.
+# MemAvailable 12 MiB); 120M took 699 s (lowest MemAvailable 10 MiB) and 128M 21 s (22 MiB).
 CAPTURE_TOOL_MIB = 24
 
 
