@@ -12,6 +12,7 @@ import os
 from collections.abc import Sequence
 from typing import Final, Protocol, TypeAlias
 
+from kdumpd.dumpfile.writeback import WritebackPacer
 from kdumpd.errors import KdumpdError
 
 Buffer: TypeAlias = bytes | bytearray | memoryview
@@ -70,13 +71,17 @@ def write_all(fd: int, parts: Sequence[Buffer], offset: int | None = None) -> No
 
 
 class FileSink:
-    """A regular file, written with ``pwrite`` at absolute offsets (holes stay sparse)."""
+    """A regular file, written with ``pwrite`` at absolute offsets (holes stay sparse).
+
+    Written stretches leave the page cache as the dump goes on (writeback.py).
+    """
 
     seekable = True
 
     def __init__(self, fd: int, name: str) -> None:
         self.fd = fd
         self.name = name
+        self.pacer = WritebackPacer(fd)
 
     @classmethod
     def create(cls, path: str) -> FileSink:
@@ -89,6 +94,7 @@ class FileSink:
     def write_at(self, offset: int, *parts: Buffer) -> None:
         try:
             write_all(self.fd, parts, offset)
+            self.pacer.wrote(sum(memoryview(p).nbytes for p in parts))
         except OSError as exc:
             raise DumpWriteError(self.name, exc) from exc
 
