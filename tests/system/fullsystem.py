@@ -362,6 +362,16 @@ class FullSystemRun:
             self.report.facts["capture boot MemAvailable"] = f"lowest {min(avail) // 1024} MiB"
         if service:
             self.report.facts["dump service memory"] = f"peak {max(service) / 2**20:.1f} MiB"
+        anon = [int(a) for a in re.findall(r"KDUMPD-TEST-MEM .* anon=(\d+)", log)]
+        if anon:
+            self.report.facts["dump service anonymous memory"] = f"peak {max(anon) / 2**20:.1f} MiB"
+        # Major faults are page-ins from disk: in a capture kernel without swap, code pages
+        # evicted and read again, the sign that the reservation is too small to run in.
+        faults = [int(m) for m in re.findall(r"KDUMPD-TEST-MEM .*majfault=(\d+)", log)]
+        if faults:
+            self.report.facts["capture boot major faults"] = (
+                f"{faults[-1] - faults[0]} while watched ({faults[-1]} since boot)"
+            )
 
     def dump_listed(self) -> None:
         with self.phase("dump-listed"):

@@ -62,15 +62,24 @@ GUEST_USER = "tester"
 AGENT_PORT = "kdumpdtestagent"
 
 
-# Test instrument for the capture boot only: once a second, the capture kernel's available memory
-# and the dump service's cgroup memory go to the console, so the test can report what the capture
-# really used (the crashkernel= default and the suggested size are checked against it).
+# Test instrument for the capture boot only: once a second, the capture kernel's available memory,
+# its major page faults so far, and the dump service's cgroup memory (total, anonymous, page cache,
+# dirty, under writeback) go to the console, so the test can report what the capture really used
+# (the crashkernel= default and the suggested size are checked against it) and whether it paged.
 MEMWATCH_SCRIPT = """\
 #!/bin/sh
+cg=/sys/fs/cgroup/system.slice/kdump-tools-dump.service
 while :; do
-    a=$(awk '/^MemAvailable:/ { print $2 }' /proc/meminfo)
-    c=$(cat /sys/fs/cgroup/system.slice/kdump-tools-dump.service/memory.current 2>/dev/null)
-    echo "KDUMPD-TEST-MEM avail_kb=$a service_bytes=$c" >/dev/console
+    c=$(cat $cg/memory.current 2>/dev/null)
+    stat=/dev/null
+    [ -r $cg/memory.stat ] && stat=$cg/memory.stat
+    s=$(awk 'FILENAME == "/proc/meminfo" && $1 == "MemAvailable:" { a = $2 }
+             FILENAME == "/proc/vmstat" && $1 == "pgmajfault" { m = $2 }
+             FILENAME != "/proc/meminfo" && FILENAME != "/proc/vmstat" &&
+                 ($1 == "anon" || $1 == "file" || $1 == "file_dirty" ||
+                  $1 == "file_writeback") { v = v " " $1 "=" $2 }
+             END { print "avail_kb=" a " majfault=" m v }' /proc/meminfo /proc/vmstat $stat)
+    echo "KDUMPD-TEST-MEM $s service_bytes=$c" >/dev/console
     sleep 1
 done
 """
