@@ -46,6 +46,7 @@ class FlatSink:
     def __init__(self, fd: int, name: str = "<stdout>") -> None:
         self.fd = fd
         self.name = name
+        self.sent = 0  # bytes of stream written so far
         self._emit(flat_header())
 
     def _emit(self, *parts: Buffer) -> None:
@@ -53,6 +54,11 @@ class FlatSink:
             write_all(self.fd, parts)
         except OSError as exc:
             raise DumpWriteError(self.name, exc) from exc
+        self.sent += sum(map(len, parts))
+
+    def size_after(self, size: int) -> int:
+        """The stream's length once a record of ``size`` bytes and the end record follow."""
+        return self.sent + _RECORD.size + size + len(END_RECORD)
 
     def write_at(self, offset: int, *parts: Buffer) -> None:
         size = sum(map(len, parts))

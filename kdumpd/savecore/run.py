@@ -22,7 +22,7 @@ from typing import Protocol
 from kdumpd.config import Config
 from kdumpd.dumpfile.sink import Sink
 from kdumpd.errors import KdumpdError
-from kdumpd.savecore import layout
+from kdumpd.savecore import layout, space
 from kdumpd.savecore.hosttag import host_tag
 from kdumpd.savecore.nfs import mounted
 from kdumpd.savecore.ssh import SshDumpTarget
@@ -202,8 +202,13 @@ class Capture:
             self.log(f"kdumpd-capture: page selection failed: {exc}")
             return False
         meta.sizes["estimate"] = estimate
-        plan = target.space()
         budget = None
+        try:
+            plan: space.SpacePlan | None = target.space()
+        except space.SpaceError as exc:
+            # Not knowing the space is no reason to lose the dump: it goes out unbounded.
+            self.log(f"kdumpd-capture: {exc}; writing the dump without a space budget")
+            plan = None
         if plan is not None:
             budget = plan.budget
             meta.sizes["free_before"] = plan.free

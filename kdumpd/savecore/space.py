@@ -1,4 +1,4 @@
-"""Free-space decisions for a local (or NFS-mounted) target, and KDUMP_NUM_DUMPS retention.
+"""Free-space decisions for a target (local, NFS-mounted or SSH), and KDUMP_NUM_DUMPS retention.
 
 kdump-tools checks nothing: a full vmcore copy fills the disk to the last byte and the system
 that boots next cannot write its logs.  Here the dump is given a byte budget that always leaves a
@@ -53,6 +53,20 @@ def free_space(path: Path) -> tuple[int, int]:
     except OSError as exc:
         raise SpaceError(f"{path}: cannot read free space: {exc.strerror}") from exc
     return st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize
+
+
+# POSIX `df -P -k`: "Filesystem 1024-blocks Used Available Capacity Mounted on", one line per
+# file system; the names either side may hold spaces, the four numbers never do.
+_DF_LINE = re.compile(r"(?P<fs>.*?)\s+(?P<size>\d+)\s+\d+\s+(?P<avail>\d+)\s+\d+%\s+(?P<mnt>/.*)")
+
+
+def parse_df(text: str, where: str) -> tuple[int, int]:
+    """(bytes available, file system size) from ``df -P -k``'s output for one path."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    match = _DF_LINE.fullmatch(lines[-1].strip()) if len(lines) >= 2 else None
+    if match is None:
+        raise SpaceError(f"{where}: cannot read free space: unexpected df output {text!r:.200}")
+    return int(match["avail"]) * 1024, int(match["size"]) * 1024
 
 
 def reserve_for(fs_size: int) -> int:

@@ -18,13 +18,14 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import PurePosixPath
-from typing import IO
+from typing import IO, NamedTuple
 
 from kdumpd.config import SshTarget as SshConfig
 from kdumpd.dumpfile.flat import FlatSink
 from kdumpd.dumpfile.sink import Sink
 from kdumpd.errors import KdumpdError
 from kdumpd.savecore import layout, space
+from kdumpd.savecore.targets import BudgetSink
 
 RETRY_DELAY = 3.0
 SSH_UNREACHABLE = 255  # ssh's own exit status when the connection itself failed
@@ -59,28 +60,29 @@ def ssh_argv(cfg: SshConfig, key: str, remote: Sequence[str | Sequence[str]]) ->
     ]
 
 
-Runner = Callable[[list[str], bytes | None], tuple[int, str]]
+class SshResult(NamedTuple):
+    status: int
+    err: str  # stderr, stripped
+    out: str = ""  # stdout: only ``df`` prints anything the target reads
 
 
-def run_ssh(argv: list[str], data: bytes | None) -> tuple[int, str]:
-    """Run one ssh command (feeding ``data`` on stdin); (exit status, stderr text)."""
+Runner = Callable[[list[str], bytes | None], SshResult]
+
+
+def run_ssh(argv: list[str], data: bytes | None) -> SshResult:
+    """Run one ssh command (feeding ``data`` on stdin)."""
     try:
-        proc = subprocess.run(
-            argv,
-            input=data if data is not None else b"",
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            check=False,
-        )
+        proc = subprocess.run(argv, input=data or b"", capture_output=True, check=False)
     except FileNotFoundError:
-        return 127, "ssh: not installed"
-    return proc.returncode, proc.stderr.decode("utf-8", "replace").strip()
+        return SshResult(127, "ssh: not installed")
+    text = (proc.stderr.decode("utf-8", "replace").strip(), proc.stdout.decode("utf-8", "replace"))
+    return SshResult(proc.returncode, *text)
 
 
 class _StreamedDump:
     """The ssh process that writes the remote ``dump-incomplete`` from its stdin."""
 
-    def __init__(self, argv: list[str]) -> None:
+    def __init__(self, argv: list[str], budget: int | None) -> None:
         # ssh's messages go to a file: a pipe nobody reads could fill up and stall the dump
         self.errors: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
         try:
@@ -90,7 +92,8 @@ class _StreamedDump:
         except FileNotFoundError as exc:
             raise SshTargetError("ssh: not installed") from exc
         assert self.proc.stdin is not None
-        self.sink: Sink = FlatSink(self.proc.stdin.fileno(), f"ssh {argv[-2]}")
+        stream = FlatSink(self.proc.stdin.fileno(), f"ssh {argv[-2]}")
+        self.sink: Sink = stream if budget is None else BudgetSink(stream, budget)
 
     def close(self) -> None:
         assert self.proc.stdin is not None
@@ -133,15 +136,14 @@ class SshDumpTarget:
     def directory(self) -> PurePosixPath:
         return self.coredir / self.dir_id
 
-    def _try(
-        self, remote: Sequence[str | Sequence[str]], data: bytes | None = None
-    ) -> tuple[int, str]:
-        """Run a remote command, retrying while the connection itself fails; (status, stderr)."""
+    def _try(self, remote: Sequence[str | Sequence[str]], data: bytes | None = None) -> SshResult:
+        """Run a remote command, retrying while the connection itself fails."""
         argv = ssh_argv(self.cfg, self.key, remote)
         for attempt in range(1, self.attempts + 1):
-            rc, err = self.runner(argv, data)
+            result = self.runner(argv, data)
+            rc, err = result.status, result.err
             if rc != SSH_UNREACHABLE:
-                return rc, err
+                return result
             if attempt < self.attempts:
                 print(
                     f"kdumpd-capture: {self.cfg} unreachable ({err}); "
@@ -152,7 +154,7 @@ class SshDumpTarget:
         raise SshTargetError(f"{self.cfg}: unreachable after {self.attempts} attempts: {err}")
 
     def _run(self, remote: Sequence[str | Sequence[str]], data: bytes | None = None) -> None:
-        rc, err = self._try(remote, data)
+        rc, err, _ = self._try(remote, data)
         if rc != 0:
             raise SshTargetError(f"{self.cfg}: {err or f'remote command failed ({rc})'}")
 
@@ -163,7 +165,7 @@ class SshDumpTarget:
             path = str(self.coredir / name)
             # `test` fails silently when the name is taken (then the next minute is tried);
             # mkdir without -p fails loudly for any other reason
-            rc, err = self._try([["test", "!", "-e", path], ["mkdir", "-m", "700", "--", path]])
+            rc, err, _ = self._try([["test", "!", "-e", path], ["mkdir", "-m", "700", "--", path]])
             if rc == 1 and not err:
                 continue
             if rc != 0:
@@ -173,8 +175,19 @@ class SshDumpTarget:
             return
         raise SshTargetError(f"{self.cfg}: no free dump directory name under {self.coredir}")
 
-    def space(self) -> space.SpacePlan | None:
-        return None
+    def space(self) -> space.SpacePlan:
+        """The remote file system's free space, from POSIX ``df -P -k`` (GNU, busybox, BSD).
+
+        kdump-tools sends the stream whatever the space: a full dump server then has no room
+        for the next host's dump either.  Here the stream gets the same budget as a local dump.
+        """
+        rc, err, out = self._try([["df", "-P", "-k", "--", str(self.directory)]])
+        if rc != 0:
+            raise space.SpaceError(
+                f"{self.cfg}:{self.directory}: cannot read free space: {err or f'df exit {rc}'}"
+            )
+        free, size = space.parse_df(out, f"{self.cfg}:{self.directory}")
+        return space.plan_space(free, size, 0)
 
     def write_file(self, name: str, data: bytes) -> None:
         final = str(self.directory / name)
@@ -192,7 +205,7 @@ class SshDumpTarget:
     def open_dump(self, budget: int | None) -> _StreamedDump:
         path = str(self.directory / layout.INCOMPLETE_NAME)
         return _StreamedDump(
-            ssh_argv(self.cfg, self.key, ["umask 077", "cat > " + shlex.quote(path)])
+            ssh_argv(self.cfg, self.key, ["umask 077", "cat > " + shlex.quote(path)]), budget
         )
 
     def commit(self) -> str:

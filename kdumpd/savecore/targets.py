@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Protocol
 
+from kdumpd.dumpfile.flat import FlatSink
 from kdumpd.dumpfile.sink import Buffer, DumpWriteError, FileSink, Sink
 from kdumpd.savecore import layout, space
 
@@ -36,8 +37,8 @@ class Target(Protocol):
 
     def prepare(self, when: float) -> None: ...
 
-    def space(self) -> space.SpacePlan | None:
-        """None when the free space cannot be known (remote shells)."""
+    def space(self) -> space.SpacePlan:
+        """The free space and the dump's budget; raises SpaceError when it cannot be read."""
         ...
 
     def write_file(self, name: str, data: bytes) -> None: ...
@@ -64,7 +65,10 @@ class BudgetSink:
     """A Sink that refuses any byte past ``budget``: the dump stops there, marked incomplete.
 
     The writer's abort path rewrites the header at offset 0, which stays within the budget, so
-    the incomplete flag still lands in the file.
+    the incomplete flag still lands in the file.  A flattened stream (SSH) lands on the remote
+    disk as it is sent, record headers and rewrites included, so there the budget counts the
+    stream's bytes; an unfinished stream (no end record, still ``dump-incomplete``) is itself
+    marked incomplete.
     """
 
     def __init__(self, inner: Sink, budget: int) -> None:
@@ -77,7 +81,9 @@ class BudgetSink:
         return self.inner.seekable
 
     def write_at(self, offset: int, *parts: Buffer) -> None:
-        if offset + sum(memoryview(p).nbytes for p in parts) > self.budget:
+        size = sum(memoryview(p).nbytes for p in parts)
+        end = self.inner.size_after(size) if isinstance(self.inner, FlatSink) else offset + size
+        if end > self.budget:
             raise BudgetExhaustedError(self.name, self.budget)
         self.inner.write_at(offset, *parts)
 
@@ -113,7 +119,7 @@ class LocalTarget:
         self.dir_id = self.directory.name
         self.where = str(self.directory)
 
-    def space(self) -> space.SpacePlan | None:
+    def space(self) -> space.SpacePlan:
         free, size = space.free_space(self.directory)
         return space.plan_space(free, size, 0)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from kdumpd.dumpfile.flat import FlatSink
 from kdumpd.dumpfile.sink import DumpWriteError, FileSink
 from kdumpd.savecore import space
 from kdumpd.savecore.targets import BudgetSink
@@ -43,6 +44,20 @@ def test_budget_sink_stops_at_the_budget_but_lets_the_header_be_rewritten(tmp_pa
     sink.write_at(0, b"HEAD")  # the writer's abort marks the header incomplete: still allowed
     os.close(fd)
     assert (tmp_path / "dump").read_bytes() == b"HEAD5678"
+
+
+def test_budget_of_a_stream_counts_every_byte_sent(tmp_path: Path) -> None:
+    # A flattened stream lands on the remote disk as sent: header, record headers, rewrites.
+    fd = os.open(tmp_path / "stream", os.O_RDWR | os.O_CREAT, 0o600)
+    budget = 4096 + 2 * (16 + 100) + 16
+    sink = BudgetSink(FlatSink(fd, "ssh"), budget)
+    sink.write_at(0, b"x" * 100)
+    sink.write_at(0, b"y" * 100)  # the same offset again still costs stream bytes
+    with pytest.raises(DumpWriteError, match=f"space budget of {budget} bytes"):
+        sink.write_at(200, b"z")
+    sink.finish()
+    os.close(fd)
+    assert (tmp_path / "stream").stat().st_size == budget
 
 
 def test_retention_keeps_the_newest_and_never_touches_other_directories(tmp_path: Path) -> None:

@@ -12,21 +12,28 @@ import pytest
 
 from kdumpd.config import NfsTarget, SshTarget, parse_config
 from kdumpd.savecore import after, generator, hosttag, nfs
-from kdumpd.savecore.ssh import SSH_UNREACHABLE, SshDumpTarget, SshTargetError, ssh_argv
+from kdumpd.savecore.space import SpaceError
+from kdumpd.savecore.ssh import (
+    SSH_UNREACHABLE,
+    SshDumpTarget,
+    SshResult,
+    SshTargetError,
+    ssh_argv,
+)
 
 WHEN = 1795680150.0  # 2026-11-26 ~08:02 UTC
 
 
 class Script:
-    """Answers runner calls in order and records them."""
+    """Answers runner calls in order, as (status, stderr[, stdout]), and records them."""
 
-    def __init__(self, *answers: tuple[int, str]) -> None:
+    def __init__(self, *answers: tuple[int, str] | tuple[int, str, str]) -> None:
         self.answers = list(answers)
         self.calls: list[list[str]] = []
 
-    def __call__(self, argv: list[str], data: bytes | None = None) -> tuple[int, str]:
+    def __call__(self, argv: list[str], data: bytes | None = None) -> SshResult:
         self.calls.append(argv)
-        return self.answers.pop(0) if self.answers else (0, "")
+        return SshResult(*self.answers.pop(0)) if self.answers else SshResult(0, "")
 
 
 def test_ssh_argv_fixed_options_and_quoted_remote_words() -> None:
@@ -93,6 +100,38 @@ def test_ssh_remote_failure_is_not_retried() -> None:
     with pytest.raises(SshTargetError, match="Permission denied"):
         t.prepare(WHEN)
     assert len(runner.calls) == 1
+
+
+DF_OUT = """Filesystem     1024-blocks    Used Available Capacity Mounted on
+/dev/sdb1        102400000 1000000 101400000       1% /srv/crash dumps
+"""
+
+
+def test_ssh_space_comes_from_the_remote_df_of_the_dump_directory() -> None:
+    runner = Script((0, ""), (0, ""), (0, "", DF_OUT))
+    t, _ = _target(runner)
+    t.prepare(WHEN)
+    plan = t.space()
+    assert shlex.split(runner.calls[2][-1]) == ["df", "-P", "-k", "--", str(t.directory)]
+    assert plan.free == 101400000 * 1024
+    assert plan.reserve == 1024 << 20  # 2 % of 97.7 GiB, capped at 1 GiB
+    assert plan.budget == plan.free - plan.reserve
+
+
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        ((127, "sh: df: not found"), "cannot read free space: sh: df: not found"),
+        ((0, "", "df: unexpected\n"), "unexpected df output"),
+    ],
+)
+def test_ssh_space_unknown_is_a_space_error(
+    answer: tuple[int, str] | tuple[int, str, str], message: str
+) -> None:
+    t, _ = _target(Script((0, ""), (0, ""), answer))
+    t.prepare(WHEN)
+    with pytest.raises(SpaceError, match=message):
+        t.space()
 
 
 def test_nfs_mount_is_kdump_tools_command_retried_then_unmounted(tmp_path: Path) -> None:

@@ -161,6 +161,37 @@ def test_ssh_target_against_a_real_sshd(
     assert _release(rebuilt) == "6.1.0-56-amd64"
 
 
+def test_ssh_target_too_small_stops_the_stream_at_the_budget(
+    tmp_path: Path, fixture_vmcore: Path, sshd: SshServer
+) -> None:
+    remote = tmp_path / "remote-crash"
+    remote.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=20m", "kdumpd-test", str(remote)], check=True
+    )
+    try:
+        root = machine_root(
+            tmp_path,
+            fixture_vmcore,
+            f'USE_KDUMP=1\nSSH=root@127.0.0.1\nKDUMP_COREDIR={remote}\nMAKEDUMP_ARGS="-d 31"\n',
+        )
+        done = run_with_ssh_dir(
+            sshd.client_dir, [*SAVECORE, "--root", str(root)], cwd=REPO, timeout=300
+        )
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "it will stop there, marked incomplete" in done.stdout, done.stdout
+        (d,) = list(remote.iterdir())
+        assert "dump-incomplete" in os.listdir(d)
+        meta = json.loads((d / "metadata.json").read_text())
+        assert meta["status"] == "incomplete"
+        assert any("space budget" in e for e in meta["errors"]), meta["errors"]
+        assert (d / "dump-incomplete").stat().st_size <= meta["sizes"]["budget"]
+        st = os.statvfs(remote)
+        assert st.f_bavail * st.f_frsize >= 15 << 20  # the 16 MiB reserve, less the metadata
+    finally:
+        subprocess.run(["umount", str(remote)], check=True)
+
+
 def test_ssh_target_unreachable_fails_after_bounded_retries(
     tmp_path: Path, fixture_vmcore: Path, sshd: SshServer
 ) -> None:
