@@ -12,7 +12,6 @@ import os
 from collections.abc import Sequence
 from typing import Final, Protocol, TypeAlias
 
-from kdumpd.dumpfile.writeback import WritebackPacer
 from kdumpd.errors import KdumpdError
 
 Buffer: TypeAlias = bytes | bytearray | memoryview
@@ -71,17 +70,13 @@ def write_all(fd: int, parts: Sequence[Buffer], offset: int | None = None) -> No
 
 
 class FileSink:
-    """A regular file, written with ``pwrite`` at absolute offsets (holes stay sparse).
-
-    Written stretches leave the page cache as the dump goes on (writeback.py).
-    """
+    """A regular file, written with ``pwrite`` at absolute offsets (holes stay sparse)."""
 
     seekable = True
 
     def __init__(self, fd: int, name: str) -> None:
         self.fd = fd
         self.name = name
-        self.pacer = WritebackPacer(fd)
 
     @classmethod
     def create(cls, path: str) -> FileSink:
@@ -94,7 +89,6 @@ class FileSink:
     def write_at(self, offset: int, *parts: Buffer) -> None:
         try:
             write_all(self.fd, parts, offset)
-            self.pacer.wrote(sum(memoryview(p).nbytes for p in parts))
         except OSError as exc:
             raise DumpWriteError(self.name, exc) from exc
 
