@@ -1,9 +1,9 @@
 """The capture pipeline: dump source → page selection → writer, in bounded batches.
 
-Memory stays flat whatever the input size: pages go through a ring of ``threads + 1`` batch
-buffers of 1 MiB, bitmaps cost 2 bits per pfn, and output is written as it is produced.  Batches
-are compressed on ``threads`` cores at once (see _copy_pages); zero pages are found with numpy
-first so they are never compressed.
+Memory stays flat whatever the input size: pages go through one batch buffer of 1 MiB (a ring of
+``threads + 1`` with several threads), bitmaps cost 2 bits per pfn, and output is written as it is
+produced.  Batches are compressed on ``threads`` cores at once (see _copy_pages); zero pages are
+found with numpy first so they are never compressed.
 """
 
 from __future__ import annotations
@@ -93,6 +93,11 @@ def _read_batch(
     return buf[:pos]
 
 
+def _page_views(buf: np.ndarray, count: int, page_size: int) -> list[memoryview]:
+    mv = buf.data
+    return [mv[j * page_size : (j + 1) * page_size] for j in range(count)]
+
+
 def _batch_pfns(batch: list[tuple[int, int]]) -> npt.NDArray[np.int64]:
     return np.concatenate([np.arange(s, s + n, dtype=np.int64) for s, n in batch])
 
@@ -124,15 +129,30 @@ def _copy_pages(
 ) -> None:
     """Read batch k+1 while ``threads`` long-lived workers compress the batches before it.
 
+    With one thread, each batch is read, compressed and written in turn, in one buffer.
+
     Compression runs in C without the GIL, one batch per worker, so the cores stay busy while
     this thread reads, checks for zeros and writes, in pfn order, the oldest compressed batch.
     A codec that holds the GIL gets one worker.  Each batch in flight holds one of
     ``workers + 1`` buffers of 1 MiB.
     """
     ps = source.page_size
+    total = writer.num_dumpable
+    batches = iter_batches(iter_runs(bitmap2), options.batch_pages)
+    if options.threads <= 1:
+        # One CPU (the capture kernel boots with nr_cpus=1): a worker could not run beside this
+        # thread, it would only cost a second buffer and a thread, memory that a small
+        # crashkernel reservation lacks.
+        buf = np.empty(options.batch_pages * ps, dtype=np.uint8)
+        for batch in batches:
+            zero = zero_pages(_read_batch(source, batch, buf, ps), ps)
+            pages = _page_views(buf, len(zero), ps)
+            writer.write_pages(pages, zero, writer.compress_pages(pages, zero))
+            progress.update(writer.stats.pages, total)
+        progress.update(total, total)
+        return
     depth = max(1, options.threads) if writer.codec.concurrent else 1
     bufs = [np.empty(options.batch_pages * ps, dtype=np.uint8) for _ in range(depth + 1)]
-    total = writer.num_dumpable
     Batch = tuple[list[memoryview], npt.NDArray[np.bool_], Future[Sequence[Page]]]
     in_flight: deque[Batch] = deque()
 
@@ -142,13 +162,10 @@ def _copy_pages(
         progress.update(writer.stats.pages, total)
 
     with ThreadPoolExecutor(max_workers=depth, thread_name_prefix="kdump-compress") as pool:
-        batches = iter_batches(iter_runs(bitmap2), options.batch_pages)
         for i, batch in enumerate(batches):
             buf = bufs[i % len(bufs)]
-            data = _read_batch(source, batch, buf, ps)
-            zero = zero_pages(data, ps)
-            mv = buf.data
-            pages = [mv[j * ps : (j + 1) * ps] for j in range(len(zero))]
+            zero = zero_pages(_read_batch(source, batch, buf, ps), ps)
+            pages = _page_views(buf, len(zero), ps)
             in_flight.append((pages, zero, pool.submit(writer.compress_pages, pages, zero)))
             if len(in_flight) > depth:
                 write_oldest()
