@@ -35,6 +35,8 @@ MIN_EXTRA_MIB = 32
 # too small for us: on a 2 GiB, 2 CPU Debian 12 guest kdump-tools' formula says 107-115M, and
 # the full-system capture at crashkernel=112M saved dmesg, then crawled (3 % in 3 minutes,
 # MemAvailable 12 MiB); 120M took 699 s (lowest MemAvailable 10 MiB) and 128M 21 s (22 MiB).
+# In the capture kernel (one CPU) the service's anonymous peak is now 23-24 MiB, and 120M
+# takes 17-21 s; 112M still pages.
 CAPTURE_TOOL_MIB = 24
 
 
