@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,11 +207,64 @@ def build_base_image() -> BaseImage:
     release_file = CACHE / f"base-{key}.release"
     if not disk.exists():
         _assemble(tar, disk, kernel, initrd, release_file)
+        _prune("base-*", keep=disk)
     return BaseImage(disk, kernel, initrd, release_file.read_text().strip())
 
 
-def _assemble(tar: Path, disk: Path, kernel: Path, initrd: Path, release_file: Path) -> None:
-    with tempfile.TemporaryDirectory(dir=CACHE, prefix="assemble-") as tmpdir:
+def build_installed_image(deb: Path, workdir: Path) -> BaseImage:
+    """The base image with ``deb`` installed offline, as an installer or mmdebstrap installs
+    it: dpkg in a chroot of the tree, nothing running, kdump enabled by the debconf answer.
+    Built in ``workdir`` for each run (the .deb changes), not cached."""
+    disk, kernel, initrd, release_file = (
+        workdir / f"installed.{suffix}" for suffix in ("img", "vmlinuz", "initrd", "release")
+    )
+    _assemble(
+        build_rootfs(),
+        disk,
+        kernel,
+        initrd,
+        release_file,
+        customize=lambda root: _install_in_chroot(root, deb),
+    )
+    return BaseImage(disk, kernel, initrd, release_file.read_text().strip())
+
+
+def _install_in_chroot(root: Path, deb: Path) -> None:
+    # /proc lets ischroot see the chroot; policy-rc.d keeps dpkg from starting services.
+    policy = root / "usr/sbin/policy-rc.d"
+    policy.write_text("#!/bin/sh\nexit 101\n")
+    policy.chmod(0o755)
+    shutil.copyfile(deb, root / "root/kdumpd.deb")
+    _run(["mount", "-t", "proc", "proc", str(root / "proc")])
+    try:
+        _run(
+            [
+                "chroot",
+                str(root),
+                "/bin/sh",
+                "-c",
+                "echo 'kdumpd kdumpd/use_kdump boolean true' | debconf-set-selections"
+                " && dpkg -i /root/kdumpd.deb",
+            ]
+        )
+    finally:
+        _run(["umount", str(root / "proc")])
+        policy.unlink()
+        (root / "root/kdumpd.deb").unlink()
+    built = list((root / "var/lib/kdump").glob("initrd.img-*"))
+    if built:
+        raise ImageError(f"the install in a chroot built a capture initrd already: {built}")
+
+
+def _assemble(
+    tar: Path,
+    disk: Path,
+    kernel: Path,
+    initrd: Path,
+    release_file: Path,
+    customize: Callable[[Path], None] | None = None,
+) -> None:
+    with tempfile.TemporaryDirectory(dir=disk.parent, prefix="assemble-") as tmpdir:
         root = Path(tmpdir) / "root"
         root.mkdir()
         _run(["tar", "-C", str(root), "-xf", str(tar)])
@@ -227,6 +281,8 @@ def _assemble(tar: Path, disk: Path, kernel: Path, initrd: Path, release_file: P
         (units / "kdump-tools-dump.service.d").mkdir()
         (units / "kdump-tools-dump.service.d/kdumpd-test-memwatch.conf").write_text(MEMWATCH_DROPIN)
         _run(["chroot", str(root), "/bin/sh", "-c", GUEST_SETUP])
+        if customize is not None:
+            customize(root)
         vmlinuz = sorted((root / "boot").glob("vmlinuz-*"))
         if len(vmlinuz) != 1:
             raise ImageError(f"expected one kernel in the rootfs, found {vmlinuz}")
@@ -237,7 +293,6 @@ def _assemble(tar: Path, disk: Path, kernel: Path, initrd: Path, release_file: P
         shutil.copyfile(root / f"boot/initrd.img-{release}", initrd)
         release_file.write_text(release + "\n")
         tmp.rename(disk)
-    _prune("base-*", keep=disk)
 
 
 def make_overlay(base: BaseImage, workdir: Path) -> Path:
