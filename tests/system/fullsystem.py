@@ -88,7 +88,7 @@ class Report:
         return "\n".join(lines)
 
 
-def _check(cond: bool, what: str, evidence: object) -> None:
+def check(cond: bool, what: str, evidence: object) -> None:
     if not cond:
         raise PhaseFailed(f"{what}\n{evidence}")
 
@@ -170,7 +170,7 @@ class FullSystemRun:
 
     def sh(self, script: str, user: str | None = None, timeout: float = 120) -> str:
         result = self.vm.sh(script, user=user, timeout=timeout)
-        _check(result.rc == 0, f"`{script}` failed in the guest", result)
+        check(result.rc == 0, f"`{script}` failed in the guest", result)
         return result.out
 
     def state(self) -> str:
@@ -211,7 +211,7 @@ class FullSystemRun:
             active = int(stamps["ActiveEnterTimestampMonotonic"])
             if 0 < start <= active:
                 return (active - start) / 1e6
-            _check(time.monotonic() < deadline, f"{unit} has not started and become active", out)
+            check(time.monotonic() < deadline, f"{unit} has not started and become active", out)
             time.sleep(1)
 
     # The image phase: the cached base image, the product installed later in the running guest.
@@ -234,7 +234,7 @@ class FullSystemRun:
             self.guest = Guest(self.base, self.disk, self.workdir, APPEND + self.crashkernel)
             self.vm.wait_hello(timeout=600)
             reserved = self.sh("cat /sys/kernel/kexec_crash_size").strip()
-            _check(int(reserved) > 0, "no crashkernel memory reserved", reserved)
+            check(int(reserved) > 0, "no crashkernel memory reserved", reserved)
 
     def install(self) -> None:
         with self.phase("install"):
@@ -268,13 +268,13 @@ class FullSystemRun:
             # The agent starts early: let the boot finish before asking about units.
             self.vm.sh("systemctl is-system-running --wait", timeout=300)
             active = self.vm.sh("systemctl is-active kdump-tools.service")
-            _check(active.out.strip() == "active", "kdump-tools.service is not active", active)
+            check(active.out.strip() == "active", "kdump-tools.service is not active", active)
             before = self.vm.sh("systemctl is-active kdumpd.service").out.strip()
-            _check(before != "active", "kdumpd.service runs before any bus call", before)
+            check(before != "active", "kdumpd.service runs before any bus call", before)
             state = self.state()
-            _check(state == 's "ready"', "the bus State is not ready", self.bus_evidence(state))
+            check(state == 's "ready"', "the bus State is not ready", self.bus_evidence(state))
             after = self.sh("systemctl is-active kdumpd.service").strip()
-            _check(after == "active", "kdumpd.service was not bus-activated", after)
+            check(after == "active", "kdumpd.service was not bus-activated", after)
 
     def polkit(self) -> None:
         with self.phase("polkit"):
@@ -283,8 +283,8 @@ class FullSystemRun:
             # (on hardware it takes well under a second).
             call = f"busctl --timeout=600 call {BUS[0]} {BUS[1]} {MANAGER}"
             denied = self.vm.sh(f"{call} Disarm 'a{{sv}}' 0", user=image.GUEST_USER)
-            _check(denied.rc != 0, "an unprivileged Disarm was not refused", denied)
-            _check(
+            check(denied.rc != 0, "an unprivileged Disarm was not refused", denied)
+            check(
                 re.search(
                     r"NotAuthorized|not authorized|authentication is required", denied.err, re.I
                 )
@@ -292,23 +292,23 @@ class FullSystemRun:
                 "the unprivileged Disarm failed, but not with an authorization error",
                 denied,
             )
-            _check(self.state() == 's "ready"', "a refused Disarm changed State", self.state())
+            check(self.state() == 's "ready"', "a refused Disarm changed State", self.state())
             self.sh(f"{call} Disarm 'a{{sv}}' 0", timeout=600)
             disarmed = self.state()
-            _check(disarmed != 's "ready"', "State still ready after root's Disarm", disarmed)
+            check(disarmed != 's "ready"', "State still ready after root's Disarm", disarmed)
             loaded = self.sh("cat /sys/kernel/kexec_crash_loaded").strip()
-            _check(loaded == "0", "the capture kernel is still loaded after Disarm", loaded)
+            check(loaded == "0", "the capture kernel is still loaded after Disarm", loaded)
             self.sh(f"{call} Arm 'a{{sv}}' 0", timeout=600)
             armed = self.state()
-            _check(armed == 's "ready"', "State not ready again after Arm", armed)
+            check(armed == 's "ready"', "State not ready again after Arm", armed)
             loaded = self.sh("cat /sys/kernel/kexec_crash_loaded").strip()
-            _check(loaded == "1", "the capture kernel is not loaded after Arm", loaded)
+            check(loaded == "1", "the capture kernel is not loaded after Arm", loaded)
 
     def crash(self) -> None:
         vm = self.vm
         with self.phase("crash-and-capture"):
             loaded = self.sh("cat /sys/kernel/kexec_crash_loaded").strip()
-            _check(loaded == "1", "no capture kernel loaded: a crash would not be captured", loaded)
+            check(loaded == "1", "no capture kernel loaded: a crash would not be captured", loaded)
             mark = vm.mark()
             vm.fire("sync; echo c > /proc/sysrq-trigger")
             i, panic = vm.wait_console(r"Kernel panic - not syncing", 120, mark)
@@ -393,11 +393,11 @@ class FullSystemRun:
                 for path, ifaces in objects.items()
                 if "org.kdumpd.Kdump1.Dump" in ifaces
             }
-            _check(len(dumps) == 1, "the daemon does not list exactly one dump", out)
+            check(len(dumps) == 1, "the daemon does not list exactly one dump", out)
             self.dump = next(iter(dumps.values()))
-            _check(self.dump.get("Status") == "complete", "the dump is not complete", self.dump)
+            check(self.dump.get("Status") == "complete", "the dump is not complete", self.dump)
             panic = self.dump.get("PanicMessage", "")
-            _check("sysrq triggered crash" in panic, "no panic message on the dump", self.dump)
+            check("sysrq triggered crash" in panic, "no panic message on the dump", self.dump)
             self.report.facts["dump"] = (
                 f"{self.dump.get('Path')} ({self.dump.get('Size', 0) / 2**20:.1f} MiB, "
                 f"{self.dump.get('Format')}), panic: {panic.strip()}"
@@ -407,7 +407,7 @@ class FullSystemRun:
             directory = path if self.vm.sh(f"test -d {path}").rc == 0 else str(Path(path).parent)
             listing = self.sh(f"ls -ln {directory}")
             names = re.findall(r"\s(dump\.\d+\S*)$", listing, re.M)
-            _check(len(names) == 1, "no single dump.<stamp> file in the dump directory", listing)
+            check(len(names) == 1, "no single dump.<stamp> file in the dump directory", listing)
             self.dump_file = f"{directory}/{names[0]}"
             self.report.facts["dump directory"] = "\n" + listing.rstrip()
             # What the capture recorded about itself: stage durations and its peak memory.
@@ -426,8 +426,8 @@ class FullSystemRun:
             dumps = re.findall(
                 r"^\S+\s+\d+\s+\d+\s+\d+\s+(\d+)\s.*\s(dump\.\d+\S*)$", listing, re.M
             )
-            _check(len(dumps) == 1, "not exactly one dump.<stamp> under /var/crash", listing)
-            _check("dmesg." in listing, "no dmesg.<stamp> beside the dump", listing)
+            check(len(dumps) == 1, "not exactly one dump.<stamp> under /var/crash", listing)
+            check("dmesg." in listing, "no dmesg.<stamp> beside the dump", listing)
             size, name = dumps[0]
             path = self.sh(f"ls -d /var/crash/*/{name}").strip()
             magic = self.sh(f"head -c 12 {path} | tr -c '[:print:]' .").strip()
@@ -442,15 +442,15 @@ class FullSystemRun:
             out = self.vm.sh(
                 "DEBIAN_FRONTEND=noninteractive apt-get purge -y kdumpd 2>&1", timeout=300
             )
-            _check(out.rc == 0, "apt-get purge kdumpd failed", out)
+            check(out.rc == 0, "apt-get purge kdumpd failed", out)
             left = self.vm.sh(
                 "ls -d /var/lib/kdump /etc/default/kdump-tools /etc/default/grub.d/kdump-tools.cfg "
                 "/etc/kernel/postinst.d/kdump-tools /lib/systemd/system/kdump-tools.service "
                 "/usr/sbin/kdump-config 2>/dev/null; debconf-show kdumpd 2>/dev/null"
             )
-            _check(left.out.strip() == "", "purge left files or debconf answers behind", left)
+            check(left.out.strip() == "", "purge left files or debconf answers behind", left)
             loaded = self.sh("cat /sys/kernel/kexec_crash_loaded").strip()
-            _check(loaded == "0", "the capture kernel is still loaded after purge", loaded)
+            check(loaded == "0", "the capture kernel is still loaded after purge", loaded)
 
     def drgn(self) -> None:
         with self.phase("drgn"):
@@ -460,23 +460,23 @@ class FullSystemRun:
             assert self.disk is not None
             local = self.workdir / "dump"
             extract_file(self.disk, self.dump_file, local, self.workdir)
-            check = [sys.executable, str(Path(__file__).with_name("drgn_check.py")), str(local)]
+            argv = [sys.executable, str(Path(__file__).with_name("drgn_check.py")), str(local)]
             # The kernel's debug vmlinux, when the capture tests have fetched it for this very
             # kernel release: then drgn also walks the crashed stack and the printk buffer.
             vmlinux = image.CACHE.parent / f"dbg/usr/lib/debug/boot/vmlinux-{self.base.release}"
             if vmlinux.exists():
-                check.append(str(vmlinux))
+                argv.append(str(vmlinux))
             else:
                 self.report.facts["drgn debug info"] = f"none ({vmlinux} missing): kallsyms only"
             out = subprocess.run(
-                check,
+                argv,
                 capture_output=True,
                 text=True,
                 check=False,
             )
-            _check(out.returncode == 0, "drgn could not read the dump", out.stdout + out.stderr)
+            check(out.returncode == 0, "drgn could not read the dump", out.stdout + out.stderr)
             self.report.facts["drgn"] = out.stdout.strip()
-            _check(
+            check(
                 f"release {self.base.release}" in out.stdout,
                 "drgn read a different kernel release from the dump",
                 out.stdout,
@@ -545,7 +545,7 @@ class KdumpdProduct:
             text=True,
             check=False,
         )
-        _check(out.returncode == 0, "packaging/build-deb.sh failed", out.stderr[-3000:])
+        check(out.returncode == 0, "packaging/build-deb.sh failed", out.stderr[-3000:])
         return Path(out.stdout.strip().splitlines()[-1])
 
     def install(self, run: FullSystemRun) -> None:
@@ -559,9 +559,9 @@ class KdumpdProduct:
             "/root/kdumpd.deb 2>&1",
             timeout=1200,
         )
-        _check(out.rc == 0, "apt-get install ./kdumpd.deb failed", out)
+        check(out.rc == 0, "apt-get install ./kdumpd.deb failed", out)
         initrds = run.sh("ls -l /var/lib/kdump/")
-        _check("initrd.img-" in initrds, "no capture initrd built at install", initrds)
+        check("initrd.img-" in initrds, "no capture initrd built at install", initrds)
         built = re.search(r"kdumpd: built .*", out.out)
         run.report.facts["capture initrd"] = built.group(0) if built else "?"
         armed = run.unit_start_seconds("kdump-tools.service")
@@ -571,7 +571,7 @@ class KdumpdProduct:
         # Right after install it legitimately says Unknown; after a reboot the early-boot
         # meminfo snapshot (units/kdumpd-meminfo.service) gives a number.
         size = re.search(r"^crashkernel suggested size: (\d+)M", show, re.M)
-        _check(size is not None, "`kdump-config show` has no suggested size after a reboot", show)
+        check(size is not None, "`kdump-config show` has no suggested size after a reboot", show)
         assert size is not None
         run.report.facts["crashkernel suggested size"] = f"{size.group(1)}M"
 
