@@ -54,27 +54,24 @@ class FirstBootRun(FullSystemRun):
     def oneshot_seconds(self, unit: str) -> float:
         """How long a oneshot unit without RemainAfterExit ran at this boot (its process start →
         exit, guest clock); it must have run and succeeded."""
-        out = self.sh(
-            f"systemctl show {unit} -p ExecMainStartTimestampMonotonic "
-            "-p ExecMainExitTimestampMonotonic -p Result"
+        props = self.unit_properties(
+            unit, "ExecMainStartTimestampMonotonic", "ExecMainExitTimestampMonotonic", "Result"
         )
-        props = dict(line.split("=", 1) for line in out.split())
         start = int(props["ExecMainStartTimestampMonotonic"])
         end = int(props["ExecMainExitTimestampMonotonic"])
-        check(0 < start <= end and props["Result"] == "success", f"{unit} did not run", out)
+        check(0 < start <= end and props["Result"] == "success", f"{unit} did not run", props)
         return (end - start) / 1e6
 
     def initrd_kept(self) -> None:
         """The boot after the crash (a later boot) must not build the initrd again."""
         with self.phase("later boot: capture initrd kept"):
-            unit = self.sh(
-                f"systemctl show {INITRD_UNIT} -p ConditionResult -p ConditionTimestampMonotonic"
+            props = self.unit_properties(
+                INITRD_UNIT, "ConditionResult", "ConditionTimestampMonotonic"
             )
-            props = dict(line.split("=", 1) for line in unit.split())
             # Its condition was checked at this boot (the unit is still pulled in) and was false.
             evaluated = int(props["ConditionTimestampMonotonic"]) > 0
-            check(evaluated, f"{INITRD_UNIT} was not even considered at this boot", unit)
-            check(props["ConditionResult"] == "no", f"{INITRD_UNIT} ran again", unit)
+            check(evaluated, f"{INITRD_UNIT} was not even considered at this boot", props)
+            check(props["ConditionResult"] == "no", f"{INITRD_UNIT} ran again", props)
             stamp = self.sh(f"stat -c %Y /var/lib/kdump/initrd.img-{self.base.release}").strip()
             check(stamp == self.initrd_stamp, "the capture initrd was rebuilt", stamp)
 

@@ -93,6 +93,14 @@ def check(cond: bool, what: str, evidence: object) -> None:
         raise PhaseFailed(f"{what}\n{evidence}")
 
 
+def assert_passed(report: Report, last_phase: str) -> None:
+    """A test's verdict on a run: print the table; every phase passed, through ``last_phase``."""
+    print("\n" + report.table())
+    names = ", ".join(p.name for p in report.failures)
+    assert not report.failures, f"failed phases: {names}\n\n{report.table()}"
+    assert [p.name for p in report.phases][-1] == last_phase, report.table()
+
+
 @dataclass(frozen=True)
 class SaveMarks:
     """Console lines of the dump service (regexes): dmesg saving starts, dump starts, dump saved."""
@@ -196,22 +204,25 @@ class FullSystemRun:
 
     # --- phases -------------------------------------------------------------------------------
 
+    def unit_properties(self, unit: str, *names: str) -> dict[str, str]:
+        """``systemctl show`` of the guest's ``unit``: the named properties (all non-empty)."""
+        out = self.sh(f"systemctl show {unit} " + " ".join(f"-p {name}" for name in names))
+        return dict(line.split("=", 1) for line in out.split())
+
     def unit_start_seconds(self, unit: str, timeout: float = 300) -> float:
         """How long ``unit`` took from starting to active in its latest start (guest clock).
         Waits for it to become active: kexec may have loaded (`ready to kdump`) a moment before
         the unit's process ends."""
         deadline = time.monotonic() + timeout
         while True:
-            out = self.sh(
-                f"systemctl show {unit} -p InactiveExitTimestampMonotonic "
-                "-p ActiveEnterTimestampMonotonic"
+            stamps = self.unit_properties(
+                unit, "InactiveExitTimestampMonotonic", "ActiveEnterTimestampMonotonic"
             )
-            stamps = dict(line.split("=", 1) for line in out.split())
             start = int(stamps["InactiveExitTimestampMonotonic"])
             active = int(stamps["ActiveEnterTimestampMonotonic"])
             if 0 < start <= active:
                 return (active - start) / 1e6
-            check(time.monotonic() < deadline, f"{unit} has not started and become active", out)
+            check(time.monotonic() < deadline, f"{unit} has not started and become active", stamps)
             time.sleep(1)
 
     # The image phase: the cached base image, the product installed later in the running guest.

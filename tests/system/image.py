@@ -9,7 +9,9 @@ Two cache levels under ``/var/tmp/kdumpd-test-cache/system/`` (``KDUMPD_TEST_CAC
   beside it for qemu's direct kernel boot, keyed by the rootfs key and the files added.
 
 Each run boots a throw-away qcow2 overlay of the base image, so the cache is never modified. The
-kdumpd package itself is installed in the running guest, as a user would.
+kdumpd package itself is installed in the running guest, as a user would; only the first-boot
+test (``build_installed_image``) installs it into the tree before the image is made, as an
+installer would, in an image of the run's own.
 """
 
 from __future__ import annotations
