@@ -41,15 +41,21 @@ class FirstBootRun(FullSystemRun):
             show = self.wait_ready(timeout=900)
             phase.seconds = time.monotonic() - self.vm.started
             self.report.facts["kdump-config show, first boot"] = "\n" + show.rstrip()
-            built = self.sh(f"ls -l /var/lib/kdump/initrd.img-{self.base.release}")
+            built = self.sh(f"ls -l {self.initrd}")
             self.report.facts["capture initrd, built at first boot"] = built.strip()
             building = self.oneshot_seconds(INITRD_UNIT)
             armed = self.unit_start_seconds("kdump-tools.service")
-            self.initrd_stamp = self.sh(
-                f"stat -c %Y /var/lib/kdump/initrd.img-{self.base.release}"
-            ).strip()
+            self.initrd_stamp = self.initrd_mtime()
         self.timed("first boot after a chroot install: building the capture initrd", building)
         self.timed("first boot after a chroot install: kdump-tools.service start", armed)
+
+    @property
+    def initrd(self) -> str:
+        """The guest's capture initrd for its kernel."""
+        return f"/var/lib/kdump/initrd.img-{self.base.release}"
+
+    def initrd_mtime(self) -> str:
+        return self.sh(f"stat -c %Y {self.initrd}").strip()
 
     def oneshot_seconds(self, unit: str) -> float:
         """How long a oneshot unit without RemainAfterExit ran at this boot (its process start →
@@ -72,7 +78,7 @@ class FirstBootRun(FullSystemRun):
             evaluated = int(props["ConditionTimestampMonotonic"]) > 0
             check(evaluated, f"{INITRD_UNIT} was not even considered at this boot", props)
             check(props["ConditionResult"] == "no", f"{INITRD_UNIT} ran again", props)
-            stamp = self.sh(f"stat -c %Y /var/lib/kdump/initrd.img-{self.base.release}").strip()
+            stamp = self.initrd_mtime()
             check(stamp == self.initrd_stamp, "the capture initrd was rebuilt", stamp)
 
 
