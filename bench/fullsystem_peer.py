@@ -7,13 +7,13 @@
 
 One run boots the same cached Debian 12 base image under qemu (TCG, 2 GiB, 2 CPUs) twice, once
 per product, and runs the same phases on each (``PEER_CYCLE`` in tests/system/fullsystem.py):
-install with apt as a user would, reboot twice (the first boot after install, then a later
-boot), crash with sysrq-c, let the capture kernel save the dump and reboot, then find
-/var/crash/<stamp>/dump.<stamp>. Times come from the host: console lines stamped when they
-arrive, the agent's answers; the arming unit's start is read from systemd in the guest.
-Timings on a shared TCG host vary run to run, so only the ratio kdumpd / kdump-tools of one run
-means something: the table gives both and their ratio, and the host's load during each run.
-Not a test: nothing here asserts a time.
+install with apt as a user would, power off and start qemu again twice (the first boot after
+install, then a later boot), crash with sysrq-c, let the capture kernel save the dump and
+reboot, then find /var/crash/<stamp>/dump.<stamp>. Times come from the host: console lines
+stamped when they arrive, the agent's answers; the arming unit's start is read from systemd
+in the guest. Timings on a shared TCG host vary run to run, so only the ratio kdumpd /
+kdump-tools of one run means something: the table gives both and their ratio, and the host's
+load during each run. Not a test: nothing here asserts a time.
 """
 
 from __future__ import annotations
