@@ -543,8 +543,9 @@ class FullSystemRun:
             if self.guest is not None:
                 self.consoles.append(self.guest.console_text(timed=True))
                 self.guest.close()
-            # One section per qemu started; each one's times count from its own start.
-            (self.workdir / "console.log.txt").write_text("\n".join(self.consoles))
+            if self.consoles:
+                # One section per qemu started; each one's times count from its own start.
+                (self.workdir / "console.log.txt").write_text("\n".join(self.consoles))
         return self.report
 
 
