@@ -61,13 +61,18 @@ class _Scanner:
             self.line += 1
         return ch
 
+    # Jumps rather than advance() per character: the default file is mostly comments, and this
+    # runs at every boot before arming (a third of a second per character loop under emulation).
     def skip_blanks(self) -> None:
-        while self.peek() in (" ", "\t"):
-            self.advance()
+        text, pos = self.text, self.pos
+        while pos < len(text) and text[pos] in " \t":
+            pos += 1
+        self.pos = pos
 
     def skip_comment(self) -> None:
-        while self.peek() and self.peek() != "\n":
-            self.advance()
+        """Stop at the newline (not consumed) or the end: a comment never spans lines."""
+        end = self.text.find("\n", self.pos)
+        self.pos = len(self.text) if end < 0 else end
 
     def at_end_of_statement(self) -> bool:
         return self.peek() in ("", "\n", "#")
