@@ -57,7 +57,9 @@ class Guest:
         self._next_id = 0
         self._stop = threading.Event()
         sock_path = workdir / "agent.sock"
-        self.console_path.touch()
+        # Empty, not just present: qemu opens the serial file only after the agent socket listens,
+        # so the reader could otherwise take the previous qemu's console for this one's.
+        self.console_path.write_bytes(b"")
         boot = direct_boot_argv(
             memory="2G",
             kernel=base.kernel,
