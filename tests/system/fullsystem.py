@@ -352,7 +352,8 @@ class FullSystemRun:
             first_service_line = i
             # The capture kernel's reboot ends this qemu (-no-reboot), as a power cycle would.
             vm.wait_exit(timeout=1200)
-            reset = time.monotonic()
+            assert vm.exited is not None
+            reset = vm.exited
             saving = vm.lines[first_service_line:]
             capture_boot = vm.console_text(first_capture_line)
             capture_log = vm.console_text(mark, timed=True)

@@ -86,6 +86,7 @@ class Guest:
             f"virtserialport,chardev=agent,name={AGENT_PORT}",
         ]
         self.started = time.monotonic()
+        self.exited: float | None = None  # set by wait_exit()
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )
@@ -234,6 +235,7 @@ class Guest:
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             raise GuestError(f"qemu still running after {timeout:.0f} s") from None
+        self.exited = time.monotonic()
         # The console reader polls the log every 50 ms: let it take qemu's last lines.
         time.sleep(0.2)
         return code
