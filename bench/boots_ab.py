@@ -1,7 +1,8 @@
 """Many later boots (and crashes) of kdumpd and kdump-tools, alternating: medians, not one run.
 
-    nice .venv/bin/python bench/boots_ab.py /var/tmp/kdumpd-peer-bench-XXXX --rounds 5
-    nice .venv/bin/python bench/boots_ab.py /var/tmp/kdumpd-peer-bench-XXXX --rounds 3 --crash
+    peer=$(ls -dt /var/tmp/kdumpd-peer-bench-* | head -n 1)    # the newest kept peer run
+    nice .venv/bin/python bench/boots_ab.py "$peer" --rounds 5
+    nice .venv/bin/python bench/boots_ab.py "$peer" --rounds 3 --crash
 
 Takes the guest disks that ``bench/fullsystem_peer.py --keep`` left (both products installed and
 enabled, a crash already captured) and boots each of them again and again, alternating the
