@@ -61,8 +61,8 @@ class _Scanner:
             self.line += 1
         return ch
 
-    # Jumps rather than advance() per character: the default file is mostly comments, and this
-    # runs at every boot before arming (a third of a second per character loop under emulation).
+    # Jumps rather than advance() per character: the default file is mostly comments, and it is
+    # parsed at every boot before arming; character by character took 0.3 s under emulation.
     def skip_blanks(self) -> None:
         text, pos = self.text, self.pos
         while pos < len(text) and text[pos] in " \t":
