@@ -161,10 +161,7 @@ def main() -> int:
         code = 1
     finally:
         for run in runs.values():
-            if run.guest is not None:
-                run.consoles.append(run.guest.console_text(timed=True))
-                run.guest.close()
-            (run.workdir / "console.log.txt").write_text("\n".join(run.consoles))
+            run.close()
     for name, run in runs.items():
         for failed in run.report.failures:
             print(f"{name} FAILED in {failed.name}: {failed.detail}")

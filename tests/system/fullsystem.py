@@ -245,9 +245,7 @@ class FullSystemRun:
     def start_guest(self) -> None:
         """Start qemu on the run's disk; the console of the qemu before it is kept for the log."""
         assert self.disk is not None
-        if self.guest is not None:
-            self.consoles.append(self.guest.console_text(timed=True))
-            self.guest.close()
+        self.close()
         self.guest = Guest(self.base, self.disk, self.workdir, APPEND + self.crashkernel)
 
     def boot(self) -> None:
@@ -273,6 +271,10 @@ class FullSystemRun:
         so what ran before the reboot would weigh on the boot being measured."""
         self.start_guest()
         self.vm.wait_hello(timeout=600)
+        return self.wait_armed()
+
+    def wait_armed(self) -> tuple[float, str]:
+        """For the running qemu: seconds from its start to `loaded kdump kernel`, and `show`."""
         show = self.wait_ready(timeout=900)
         _, loaded = self.vm.wait_console(r"loaded kdump kernel", 60)
         return loaded.t - self.vm.started, show
@@ -549,13 +551,18 @@ class FullSystemRun:
             pass
         finally:
             self.report.facts["host load at end"] = Path("/proc/loadavg").read_text().strip()
-            if self.guest is not None:
-                self.consoles.append(self.guest.console_text(timed=True))
-                self.guest.close()
-            if self.consoles:
-                # One section per qemu started; each one's times count from its own start.
-                (self.workdir / "console.log.txt").write_text("\n".join(self.consoles))
+            self.close()
         return self.report
+
+    def close(self) -> None:
+        """Stop the guest, if any, and write console.log.txt: one section per qemu started,
+        each one's times counted from its own start."""
+        if self.guest is not None:
+            self.consoles.append(self.guest.console_text(timed=True))
+            self.guest.close()
+            self.guest = None
+        if self.consoles:
+            (self.workdir / "console.log.txt").write_text("\n".join(self.consoles))
 
 
 class KdumpdProduct:
